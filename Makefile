@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format bench browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip uv
+	@$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian's Chromium for the browser tests; never a browser downloaded by a test tool.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need /usr/bin/chromium (apt-get install chromium)"; fi; }
+
+demo: install
+	$(BIN)/caas demo
+
+test: install browser
+	@$(BIN)/pytest -p no:cacheprovider; status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+
+lint: install
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench
+
+bench: install
+	$(BIN)/caas bench all
+
+clean:
+	rm -rf $(VENV) .caas .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Users, roles, dealerships, activation tokens, web sessions and API tokens."""

@@ -1,0 +1,217 @@
+"""The rules of accounts: creating users, activation links, logins, API tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from caas.accounts.models import ActivationToken, ApiToken, LoginAttempt, Role, User
+from caas.accounts.security import (
+    MIN_PASSWORD_LENGTH,
+    hash_password,
+    new_token,
+    token_digest,
+    verify_password,
+)
+from caas.core.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from caas.core.history import Actor, record
+from caas.core.settings import Settings
+from caas.notifications.service import queue_email
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    full_name: str,
+    role: Role,
+    now: datetime,
+    language: str = "en",
+    password: str | None = None,
+    dealership_id: int | None = None,
+) -> User:
+    email = normalise_email(email)
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict("an account with this e-mail already exists", code="account.email_taken", field="email")
+    if role is Role.DEALER and dealership_id is None:
+        raise InvalidInput("a salesperson belongs to exactly one dealership", field="dealership_id")
+    user = User(
+        email=email,
+        full_name=full_name,
+        role=role,
+        dealership_id=dealership_id,
+        language=language,
+        password_hash=hash_password(password) if password else None,
+        created_at=now,
+        activated_at=now if password else None,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def send_activation(
+    session: Session, *, user: User, settings: Settings, now: datetime, actor: Actor
+) -> None:
+    """Issue a fresh single-use link (older unused ones stop working) and e-mail it."""
+    if user.activated_at is not None:
+        raise Conflict("this account is already active", code="account.already_active")
+    for old in session.scalars(
+        select(ActivationToken).where(
+            ActivationToken.user_id == user.id, ActivationToken.used_at.is_(None)
+        )
+    ):
+        old.used_at = now
+    token = new_token()
+    activation = ActivationToken(
+        user_id=user.id,
+        token_hash=token_digest(token),
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.activation_token_hours),
+    )
+    session.add(activation)
+    session.flush()
+    queue_email(
+        session,
+        to=user.email,
+        template="activation",
+        language=user.language,
+        context={
+            "name": user.full_name,
+            "link": f"{settings.public_url}/activate?token={token}",
+            "hours": settings.activation_token_hours,
+        },
+        dedupe_key=f"activation:{activation.id}",
+        now=now,
+    )
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="user",
+        subject_id=user.id,
+        customer_id=_customer_id(session, user),
+        event="account.activation_sent",
+    )
+
+
+def _customer_id(session: Session, user: User) -> int | None:
+    from caas.sales.models import Customer  # the customer's file is the sales domain's
+
+    return session.scalar(select(Customer.id).where(Customer.user_id == user.id))
+
+
+def activate(session: Session, *, token: str, password: str, now: datetime) -> User:
+    """Consume the link's token and set the customer's chosen password."""
+    activation = session.scalars(
+        select(ActivationToken)
+        .where(ActivationToken.token_hash == token_digest(token))
+        .with_for_update()
+    ).first()
+    if activation is None or activation.used_at is not None:
+        raise InvalidInput(
+            "this activation link is not valid or was already used; ask for a new one",
+            field="token",
+            code="account.activation_invalid",
+        )
+    if activation.expires_at <= now:
+        raise InvalidInput(
+            "this activation link has expired; ask for a new one",
+            field="token",
+            code="account.activation_expired",
+        )
+    check_password_strength(password)
+    user = session.get_one(User, activation.user_id)
+    activation.used_at = now
+    user.password_hash = hash_password(password)
+    user.activated_at = now
+    user.session_epoch += 1
+    record(
+        session,
+        at=now,
+        actor=Actor(kind=user.role.value, label=user.email, user_id=user.id),
+        subject_type="user",
+        subject_id=user.id,
+        customer_id=_customer_id(session, user),
+        event="account.activated",
+    )
+    return user
+
+
+def check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the password needs at least {MIN_PASSWORD_LENGTH} characters",
+            field="password",
+            code="account.password_too_short",
+        )
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User
+
+
+def authenticate(
+    session: Session, *, email: str, password: str, ip: str, now: datetime, settings: Settings
+) -> User:
+    """Check a password; too many failures for an e-mail in the window lock it for a while."""
+    email = normalise_email(email)
+    window_start = now - timedelta(minutes=settings.login_window_minutes)
+    failures = session.scalar(
+        select(func.count(LoginAttempt.id)).where(
+            LoginAttempt.email == email,
+            LoginAttempt.at >= window_start,
+            LoginAttempt.succeeded.is_(False),
+        )
+    )
+    if (failures or 0) >= settings.login_max_failures:
+        raise TooManyRequests(
+            f"too many failed logins; try again in {settings.login_window_minutes} minutes",
+            code="auth.rate_limited",
+        )
+    user = session.scalars(select(User).where(User.email == email)).first()
+    ok = (
+        verify_password(user.password_hash if user else None, password)
+        and user is not None
+        and user.is_active
+    )
+    session.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=ok))
+    if not ok or user is None:
+        raise NotAuthenticated("wrong e-mail or password", code="auth.invalid_credentials")
+    return user
+
+
+def issue_api_token(session: Session, *, user: User, name: str, now: datetime) -> str:
+    token = new_token()
+    session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), name=name, created_at=now))
+    return token
+
+
+def user_for_token(session: Session, token: str, now: datetime) -> User | None:
+    api_token = session.scalars(
+        select(ApiToken).where(
+            ApiToken.token_hash == token_digest(token), ApiToken.revoked_at.is_(None)
+        )
+    ).first()
+    if api_token is None:
+        return None
+    api_token.last_used_at = now
+    user = session.get(User, api_token.user_id)
+    return user if user is not None and user.is_active else None
+
+
+def revoke_api_token(session: Session, *, token: str, now: datetime) -> None:
+    api_token = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == token_digest(token))
+    ).first()
+    if api_token is None:
+        raise NotFound("no such token")
+    api_token.revoked_at = now

@@ -1,0 +1,1 @@
+"""Countries, platform models, the options each supports, prices, maintenance plans."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: settings, database, clock, money, errors, outbox, history."""

@@ -1,0 +1,76 @@
+"""HTTP plumbing shared by every domain: the session dependency and the error shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from caas.core.clock import Clock
+from caas.core.settings import Settings
+
+
+class ErrorBody(BaseModel):
+    """The one JSON shape of every error answer."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. `order.invalid_transition`")
+    message: str = Field(description="What went wrong, for a person")
+    field: str | None = Field(default=None, description="The input field at fault, if any")
+    details: Any | None = Field(default=None, description="Extra context, varies per code")
+
+
+class ValidationErrorBody(BaseModel):
+    code: str = Field(default="invalid_input")
+    message: str
+    field: str = Field(description="Dotted path of the first invalid field, e.g. `customer.email`")
+    errors: list[dict[str, Any]] = Field(description="Every invalid field with its reason")
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status documented with the error shape."""
+    described = {
+        401: "Not logged in, or the token is invalid",
+        402: "The payment provider declined or failed",
+        403: "Logged in, but this role may not do this",
+        404: "Not found, or not yours to see",
+        409: "Not allowed in the object's current state",
+        422: "Invalid input: `field` names the field at fault",
+        429: "Too many attempts; try again later",
+        503: "A system we depend on is unavailable; retry later",
+    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        model = ValidationErrorBody if status == 422 else ErrorBody
+        responses[status] = {"model": model, "description": described[status]}
+    return responses
+
+
+def _session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, else rolled back."""
+    session: Session = request.app.state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DbSession = Annotated[Session, Depends(_session, scope="function")]
+ClockDep = Annotated[Clock, Depends(_clock)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,155 @@
+"""The transactional outbox: work queued in the caller's transaction, run after commit.
+
+A message (an email, an order for the factory, a registration request) is a row written in the
+same transaction as the change that caused it, so a rolled-back change sends nothing and a
+committed one is always delivered. Workers claim due rows with FOR UPDATE SKIP LOCKED, so any
+number of them never take the same message, and a failed attempt is retried with backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import BigInteger, Index, String, Text, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from caas.core.clock import Clock
+from caas.core.db import Base
+
+log = structlog.get_logger(__name__)
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "run_after", postgresql_where="done_at IS NULL"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(60))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime]
+    run_after: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+
+
+def enqueue(
+    session: Session,
+    *,
+    topic: str,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    now: datetime,
+    run_after: datetime | None = None,
+) -> None:
+    """Queue a message in the caller's transaction; the same dedupe key is queued only once."""
+    statement = (
+        insert(OutboxMessage)
+        .values(
+            topic=topic,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            created_at=now,
+            run_after=run_after or now,
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    session.execute(statement)
+
+
+class RetryLater(Exception):  # noqa: N818 - it is an instruction, not an error
+    """Raised by a handler that wants another attempt (the other side is down)."""
+
+
+Handler = Callable[[Session, dict[str, Any]], None]
+
+
+@dataclass
+class Relay:
+    """Delivers due outbox messages to their handlers, one transaction per message."""
+
+    sessions: sessionmaker[Session]
+    clock: Clock
+    handlers: dict[str, Handler]
+    max_attempts: int = 12
+    base_delay: timedelta = timedelta(seconds=2)
+    max_delay: timedelta = timedelta(minutes=10)
+
+    def backoff(self, attempts: int) -> timedelta:
+        delay = self.base_delay * (2 ** max(attempts - 1, 0))
+        return min(delay, self.max_delay)
+
+    def run_once(self, limit: int = 50) -> int:
+        """Deliver up to `limit` due messages; return how many were handled (ok or failed)."""
+        handled = 0
+        while handled < limit and self._deliver_next():
+            handled += 1
+        return handled
+
+    def _deliver_next(self) -> bool:
+        session = self.sessions()
+        try:
+            now = self.clock.now()
+            message = session.scalars(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.done_at.is_(None),
+                    OutboxMessage.gave_up_at.is_(None),
+                    OutboxMessage.run_after <= now,
+                    OutboxMessage.topic.in_(self.handlers),
+                )
+                .order_by(OutboxMessage.run_after, OutboxMessage.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if message is None:
+                session.rollback()
+                return False
+            handler = self.handlers[message.topic]
+            try:
+                with session.begin_nested():
+                    handler(session, message.payload)
+            except Exception as error:  # noqa: BLE001 - every failure is retried or parked
+                self._failed(message, error, now)
+            else:
+                message.done_at = self.clock.now()
+                message.attempts += 1
+                log.info("outbox.delivered", topic=message.topic, id=message.id)
+            session.commit()
+            return True
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _failed(self, message: OutboxMessage, error: Exception, now: datetime) -> None:
+        message.attempts += 1
+        message.last_error = f"{type(error).__name__}: {error}"[:2000]
+        if message.attempts >= self.max_attempts and not isinstance(error, RetryLater):
+            message.gave_up_at = now
+            log.error("outbox.gave_up", topic=message.topic, id=message.id, error=str(error))
+            return
+        message.run_after = now + self.backoff(message.attempts)
+        log.warning(
+            "outbox.retry",
+            topic=message.topic,
+            id=message.id,
+            attempts=message.attempts,
+            error=message.last_error,
+        )
+
+
+def pending(session: Session, topic: str | None = None) -> list[OutboxMessage]:
+    query = select(OutboxMessage).where(OutboxMessage.done_at.is_(None))
+    if topic is not None:
+        query = query.where(OutboxMessage.topic == topic)
+    return list(session.scalars(query.order_by(OutboxMessage.id)))

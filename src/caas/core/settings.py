@@ -1,0 +1,80 @@
+"""Typed settings read from CAAS_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_SECRET = "demo-secret-change-me"  # noqa: S105 - refused outside demo and tests
+
+Environment = Literal["demo", "test", "development", "production"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; defaults are safe for the demo and tests only."""
+
+    model_config = SettingsConfigDict(env_prefix="CAAS_", extra="ignore")
+
+    env: Environment = "demo"
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+psycopg://... ; when unset, `caas demo` starts an embedded server",
+    )
+    data_dir: Path = Path(".caas")
+    secret_key: str = DEMO_SECRET
+    public_url: str = "http://127.0.0.1:8000"
+    log_format: Literal["console", "json"] | None = None
+    log_level: str = "INFO"
+
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    mail_from: str = "caas <no-reply@caas.example>"
+
+    factory_url: str = "http://127.0.0.1:8101"
+    factory_api_key: str = DEMO_SECRET
+    factory_webhook_secret: str = DEMO_SECRET
+
+    registry_url: str = "http://127.0.0.1:8102"
+    registry_api_key: str = DEMO_SECRET
+
+    payment_url: str = "http://127.0.0.1:8103"
+    payment_public_url: str | None = None
+    payment_api_key: str = DEMO_SECRET
+    payment_webhook_secret: str = DEMO_SECRET
+
+    activation_token_hours: int = 72
+    login_max_failures: int = 5
+    login_window_minutes: int = 15
+    session_cookie_secure: bool = False
+    outbox_max_attempts: int = 12
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env in ("demo", "test"):
+            return self
+        for name in (
+            "secret_key",
+            "factory_api_key",
+            "factory_webhook_secret",
+            "registry_api_key",
+            "payment_api_key",
+            "payment_webhook_secret",
+        ):
+            if getattr(self, name) == DEMO_SECRET:
+                raise ValueError(f"CAAS_{name.upper()} must be set outside the demo and tests")
+        if self.database_url is None:
+            raise ValueError("CAAS_DATABASE_URL must be set outside the demo and tests")
+        return self
+
+    @property
+    def browser_payment_url(self) -> str:
+        """Where the customer's browser reaches the payment provider to tokenise a card."""
+        return self.payment_public_url or self.payment_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,15 @@
+"""Every table of the platform, imported in one place for Alembic and the metadata."""
+
+from caas.accounts import models as accounts_models
+from caas.catalog import models as catalog_models
+from caas.core import history, idempotency, outbox
+from caas.sales import models as sales_models
+
+__all__ = [
+    "accounts_models",
+    "catalog_models",
+    "history",
+    "idempotency",
+    "outbox",
+    "sales_models",
+]

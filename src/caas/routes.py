@@ -1,0 +1,11 @@
+"""Where every domain's routers are mounted on the application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from caas.accounts.api import router as accounts_router
+
+
+def include_routes(app: FastAPI) -> None:
+    app.include_router(accounts_router)

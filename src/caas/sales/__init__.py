@@ -1,0 +1,1 @@
+"""Customers, sales with their commercial plan, and the order's state machine."""
