@@ -17,13 +17,15 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from caas.app import create_app
 from caas.core.clock import FixedClock
-from caas.core.db import make_engine
+from caas.core.db import make_engine, make_session_factory, unit_of_work
 from caas.core.migrate import upgrade
 from caas.core.net import free_port, port_open
 from caas.core.settings import Settings
+from caas.seed import load_demo_data
 
 LOCAL_ADMIN_URL = "postgresql://127.0.0.1:5432/test"
 
@@ -55,11 +57,20 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(admin_url, name)
     upgrade(url)
+    _load_demo_data(url)
     yield url
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if server is not None:
         server.cleanup()
+
+
+def _load_demo_data(url: str) -> None:
+    """Reference data and demo staff, committed once: every test's transaction starts from it."""
+    engine = make_engine(url, poolclass=NullPool)
+    with unit_of_work(make_session_factory(engine)) as session:
+        load_demo_data(session, now=FixedClock().now())
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:36:43.500274
+Create Date: 2026-11-23 11:40:57.390828
 """
 
 from collections.abc import Sequence
@@ -231,6 +231,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", name=op.f("uq_customers_user_id")),
     )
     op.create_table(
+        "notifications",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=60), nullable=False),
+        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("context", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_notifications_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_notifications_dedupe_key")),
+    )
+    op.create_index(
+        "ix_notifications_user_created", "notifications", ["user_id", "created_at"], unique=False
+    )
+    op.create_table(
         "history",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -276,6 +296,7 @@ def upgrade() -> None:
         sa.Column("vat_minor", sa.Integer(), nullable=False),
         sa.Column("total_minor", sa.Integer(), nullable=False),
         sa.Column("deposit_minor", sa.Integer(), nullable=False),
+        sa.Column("quote_lines", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("state", sa.String(length=40), nullable=False),
         sa.Column("factory_order_ref", sa.String(length=60), nullable=True),
         sa.Column("last_factory_sequence", sa.Integer(), nullable=False),
@@ -332,6 +353,8 @@ def downgrade() -> None:
     op.drop_index("ix_history_subject", table_name="history")
     op.drop_index("ix_history_customer", table_name="history")
     op.drop_table("history")
+    op.drop_index("ix_notifications_user_created", table_name="notifications")
+    op.drop_table("notifications")
     op.drop_table("customers")
     op.drop_index(op.f("ix_api_tokens_user_id"), table_name="api_tokens")
     op.drop_table("api_tokens")

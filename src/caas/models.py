@@ -3,6 +3,7 @@
 from caas.accounts import models as accounts_models
 from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
+from caas.notifications import models as notifications_models
 from caas.sales import models as sales_models
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "catalog_models",
     "history",
     "idempotency",
+    "notifications_models",
     "outbox",
     "sales_models",
 ]

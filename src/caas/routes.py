@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
+from caas.sales.api import router as sales_router
 
 
 def include_routes(app: FastAPI) -> None:
     app.include_router(accounts_router)
+    app.include_router(sales_router)

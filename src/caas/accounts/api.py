@@ -76,9 +76,7 @@ def create_token(
     return TokenRead(token=service.issue_api_token(session, user=user, name=body.name, now=now))
 
 
-@router.get(
-    "/me", response_model=UserRead, summary="Who am I", responses=error_responses(401)
-)
+@router.get("/me", response_model=UserRead, summary="Who am I", responses=error_responses(401))
 def me(user: CurrentUser) -> User:
     return user
 

@@ -36,7 +36,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     full_name: Mapped[str] = mapped_column(String(200))
-    role: Mapped[Role] = mapped_column(Enum(Role, name="role", values_callable=lambda e: [m.value for m in e]))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, name="role", values_callable=lambda e: [m.value for m in e])
+    )
     dealership_id: Mapped[int | None] = mapped_column(ForeignKey("dealerships.id"))
     language: Mapped[str] = mapped_column(String(8), default="en")
     password_hash: Mapped[str | None] = mapped_column(String(200))

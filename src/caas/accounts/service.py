@@ -39,7 +39,9 @@ def create_user(
 ) -> User:
     email = normalise_email(email)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
-        raise Conflict("an account with this e-mail already exists", code="account.email_taken", field="email")
+        raise Conflict(
+            "an account with this e-mail already exists", code="account.email_taken", field="email"
+        )
     if role is Role.DEALER and dealership_id is None:
         raise InvalidInput("a salesperson belongs to exactly one dealership", field="dealership_id")
     user = User(
@@ -191,7 +193,9 @@ def authenticate(
 
 def issue_api_token(session: Session, *, user: User, name: str, now: datetime) -> str:
     token = new_token()
-    session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), name=name, created_at=now))
+    session.add(
+        ApiToken(user_id=user.id, token_hash=token_digest(token), name=name, created_at=now)
+    )
     return token
 
 

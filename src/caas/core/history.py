@@ -40,9 +40,7 @@ class HistoryEntry(Base):
     at: Mapped[datetime]
     subject_type: Mapped[str] = mapped_column(String(40))
     subject_id: Mapped[int] = mapped_column(BigInteger)
-    customer_id: Mapped[int | None] = mapped_column(
-        ForeignKey("customers.id", ondelete="RESTRICT")
-    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="RESTRICT"))
     event: Mapped[str] = mapped_column(String(80))
     from_state: Mapped[str | None] = mapped_column(String(40))
     to_state: Mapped[str | None] = mapped_column(String(40))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -93,3 +94,25 @@ def store(session: Session, *, principal: str, key: str, response: dict[str, Any
         )
     ).one()
     record.response = response
+
+
+def once(
+    session: Session,
+    *,
+    principal: str,
+    key: str | None,
+    operation: str,
+    request: Any,
+    now: datetime,
+    act: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run `act` once per key: a retry with the same key and request gets the first answer."""
+    key = check_key(key)
+    previous = claim(
+        session, principal=principal, key=key, operation=operation, request=request, now=now
+    )
+    if previous is not None:
+        return previous
+    response = act()
+    store(session, principal=principal, key=key, response=response)
+    return response

@@ -65,7 +65,7 @@ def enqueue(
     session.execute(statement)
 
 
-class RetryLater(Exception):  # noqa: N818 - it is an instruction, not an error
+class RetryLater(Exception):
     """Raised by a handler that wants another attempt (the other side is down)."""
 
 
@@ -84,7 +84,7 @@ class Relay:
     max_delay: timedelta = timedelta(minutes=10)
 
     def backoff(self, attempts: int) -> timedelta:
-        delay = self.base_delay * (2 ** max(attempts - 1, 0))
+        delay: timedelta = self.base_delay * (2 ** max(attempts - 1, 0))
         return min(delay, self.max_delay)
 
     def run_once(self, limit: int = 50) -> int:

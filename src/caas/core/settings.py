@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEMO_SECRET = "demo-secret-change-me"  # noqa: S105 - refused outside demo and tests
+DEMO_SECRET = "demo-secret-change-me"
 
 Environment = Literal["demo", "test", "development", "production"]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from caas.core.db import Base
@@ -55,6 +57,8 @@ class Sale(Base):
     vat_minor: Mapped[int]
     total_minor: Mapped[int]
     deposit_minor: Mapped[int]
+    # The quote's lines as priced when the sale closed: [{"description", "net_minor"}].
+    quote_lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     state: Mapped[str] = mapped_column(String(40))
     factory_order_ref: Mapped[str | None] = mapped_column(String(60))
     last_factory_sequence: Mapped[int] = mapped_column(default=0)

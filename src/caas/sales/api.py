@@ -1,0 +1,144 @@
+"""Routes of the sale: quote, close, list and read orders, and their history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from caas.accounts.deps import CurrentUser, Dealer
+from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
+from caas.core.history import subject_history
+from caas.core.idempotency import once
+from caas.sales import service
+from caas.sales.read import quote_read, sale_read, sale_summary
+from caas.sales.schemas import (
+    QuoteCreate,
+    QuoteRead,
+    SaleCreate,
+    SaleRead,
+    SaleSummary,
+    TimelineEntry,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["sales"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Unique per intended command; a retry with the same key acts once",
+    ),
+]
+
+
+class SalePage(BaseModel):
+    total: int
+    items: list[SaleSummary]
+
+
+@router.post(
+    "/quotes",
+    response_model=QuoteRead,
+    summary="Price a commercial plan in a country (net, VAT, total, deposit)",
+    responses=error_responses(401, 403, 422),
+)
+def create_quote(body: QuoteCreate, session: DbSession, user: Dealer) -> QuoteRead:
+    priced = service.price_plan(session, country_code=body.country, plan=body.plan)
+    return quote_read(priced, user.language)
+
+
+@router.post(
+    "/sales",
+    response_model=SaleRead,
+    status_code=201,
+    summary="Close a sale: customer, plan, account and activation e-mail in one step",
+    responses=error_responses(401, 403, 409, 422),
+)
+def create_sale(
+    body: SaleCreate,
+    session: DbSession,
+    clock: ClockDep,
+    settings: SettingsDep,
+    user: Dealer,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        sale = service.create_sale(
+            session,
+            salesperson=user,
+            identity=body.customer,
+            plan=body.plan,
+            settings=settings,
+            now=now,
+        )
+        return sale_read(session, sale, user.language).model_dump(mode="json")
+
+    response = once(
+        session,
+        principal=f"user:{user.id}",
+        key=idempotency_key,
+        operation="sales.create",
+        request=body.model_dump(mode="json"),
+        now=now,
+        act=act,
+    )
+    return JSONResponse(response, status_code=201)
+
+
+@router.get(
+    "/sales",
+    response_model=SalePage,
+    summary="Orders the caller may see: a dealer its dealership's, a customer their own",
+    responses=error_responses(401),
+)
+def list_sales(
+    session: DbSession,
+    user: CurrentUser,
+    search: Annotated[
+        str | None, Query(max_length=100, description="Number, name, e-mail, id")
+    ] = None,
+    state: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> SalePage:
+    sales, total = service.list_sales(
+        session, user, service.SaleFilter(search=search, state=state, limit=limit, offset=offset)
+    )
+    return SalePage(total=total, items=[sale_summary(session, s, user.language) for s in sales])
+
+
+@router.get(
+    "/sales/{sale_id}",
+    response_model=SaleRead,
+    summary="One order with its plan, quote and state",
+    responses=error_responses(401, 404),
+)
+def get_sale(sale_id: int, session: DbSession, user: CurrentUser) -> SaleRead:
+    sale = service.get_sale_for(session, user, sale_id)
+    return sale_read(session, sale, user.language)
+
+
+@router.get(
+    "/sales/{sale_id}/history",
+    response_model=list[TimelineEntry],
+    summary="Every state change of the order, with time and actor",
+    responses=error_responses(401, 404),
+)
+def sale_history(sale_id: int, session: DbSession, user: CurrentUser) -> list[TimelineEntry]:
+    sale = service.get_sale_for(session, user, sale_id)
+    return [
+        TimelineEntry(
+            at=entry.at,
+            event=entry.event,
+            from_state=entry.from_state,
+            to_state=entry.to_state,
+            actor=f"{entry.actor_kind}: {entry.actor_label}",
+            details=entry.details,
+        )
+        for entry in subject_history(session, "order", sale.id)
+    ]
