@@ -5,6 +5,7 @@ from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
 from caas.notifications import models as notifications_models
 from caas.sales import models as sales_models
+from caas.vehicles import models as vehicles_models
 
 __all__ = [
     "accounts_models",
@@ -14,4 +15,5 @@ __all__ = [
     "notifications_models",
     "outbox",
     "sales_models",
+    "vehicles_models",
 ]
