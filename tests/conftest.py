@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from caas.accounts.security import use_fast_hashing
 from caas.app import create_app
 from caas.core.clock import FixedClock
 from caas.core.db import make_engine, make_session_factory, unit_of_work
@@ -28,6 +29,8 @@ from caas.core.settings import Settings
 from caas.seed import load_demo_data
 
 LOCAL_ADMIN_URL = "postgresql://127.0.0.1:5432/test"
+
+use_fast_hashing()
 
 
 def _admin_url(tmp_root: Path) -> tuple[str, Any]:

@@ -12,6 +12,13 @@ _hasher = PasswordHasher()
 # Verified against when the e-mail is unknown, so timing does not reveal which accounts exist.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
+
+def use_fast_hashing() -> None:
+    """Cheap argon2 parameters, for test suites only: hashes stay valid argon2 hashes."""
+    global _hasher, _DUMMY_HASH  # a process-wide switch, set once at start
+    _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    _DUMMY_HASH = _hasher.hash("not-a-real-password")
+
 MIN_PASSWORD_LENGTH = 10
 
 
