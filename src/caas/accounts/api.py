@@ -37,6 +37,7 @@ def login(
 ) -> User:
     user = service.authenticate(
         session,
+        attempts=request.app.state.sessions,
         email=body.email,
         password=body.password,
         ip=_client_ip(request),
@@ -67,6 +68,7 @@ def create_token(
     now = clock.now()
     user = service.authenticate(
         session,
+        attempts=request.app.state.sessions,
         email=body.email,
         password=body.password,
         ip=_client_ip(request),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from caas.accounts.models import ActivationToken, ApiToken, LoginAttempt, Role, User
 from caas.accounts.security import (
@@ -16,6 +15,7 @@ from caas.accounts.security import (
     token_digest,
     verify_password,
 )
+from caas.core.db import unit_of_work
 from caas.core.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
 from caas.core.history import Actor, record
 from caas.core.settings import Settings
@@ -156,15 +156,21 @@ def check_password_strength(password: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class LoginResult:
-    user: User
-
-
 def authenticate(
-    session: Session, *, email: str, password: str, ip: str, now: datetime, settings: Settings
+    session: Session,
+    *,
+    attempts: sessionmaker[Session],
+    email: str,
+    password: str,
+    ip: str,
+    now: datetime,
+    settings: Settings,
 ) -> User:
-    """Check a password; too many failures for an e-mail in the window lock it for a while."""
+    """Check a password; too many failures for an e-mail in the window lock it for a while.
+
+    A failed attempt is written through `attempts` in its own transaction: the request that
+    failed rolls back, but the failure must still count towards the limit.
+    """
     email = normalise_email(email)
     window_start = now - timedelta(minutes=settings.login_window_minutes)
     failures = session.scalar(
@@ -185,9 +191,11 @@ def authenticate(
         and user is not None
         and user.is_active
     )
-    session.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=ok))
     if not ok or user is None:
+        with unit_of_work(attempts) as own:
+            own.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=False))
         raise NotAuthenticated("wrong e-mail or password", code="auth.invalid_credentials")
+    session.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=True))
     return user
 
 
