@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
+from caas.notifications.api import router as notifications_router
 from caas.sales.api import router as sales_router
 
 
 def include_routes(app: FastAPI) -> None:
     app.include_router(accounts_router)
     app.include_router(sales_router)
+    app.include_router(notifications_router)
