@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 VENV    ?= .venv
 PYTHON  ?= python3
+DEMO_ARGS ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
@@ -20,8 +21,9 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need /usr/bin/chromium (apt-get install chromium)"; fi; }
 
+# `make demo DEMO_ARGS="--port 8001 --data-dir /tmp/demo2"` runs a second demo beside the first.
 demo: install
-	$(BIN)/caas demo
+	$(BIN)/caas demo $(DEMO_ARGS)
 
 test: install browser
 	@$(BIN)/pytest -p no:cacheprovider; status=$$?; \

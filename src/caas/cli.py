@@ -1,0 +1,278 @@
+"""The `caas` command: demo, api, worker, migrate, seed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+# Typer carries its own copy of click: these are the exceptions its parser raises.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer._click.globals import get_current_context
+from typer.core import TyperGroup
+
+from caas import __version__
+from caas.core.logging import configure_logging
+from caas.core.settings import Settings
+from caas.runtime import Runtime, StartupError, display_url, read_settings, require_database_url
+
+# Bad input exits with 2, like a usage error: the person must change the command, not retry.
+BAD_INPUT = 2
+INTERRUPTED = 130
+
+Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port on 127.0.0.1")]
+FreePort = Annotated[int, typer.Option(min=0, max=65535)]
+
+
+class CommandFailed(ClickException):
+    """Our own check failed (bad setting, unreachable database): one line, exit code 2."""
+
+    exit_code = BAD_INPUT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        context = get_current_context(silent=True)
+        self.command_path = context.command_path if context else "caas"
+
+
+class OneLineErrors(TyperGroup):
+    """Every error the person can fix is one line on stderr and exit code 2, never a panel
+    or a traceback."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )
+        except NoArgsIsHelpError as error:  # the help is already printed
+            sys.exit(error.exit_code)
+        except UsageError as error:
+            where = error.ctx.command_path if error.ctx else prog_name or "caas"
+            _fail(f"{where}: {error.format_message()} (see `{where} --help`)", error.exit_code)
+        except CommandFailed as error:
+            _fail(f"{error.command_path}: {error.format_message()}", error.exit_code)
+        except ClickException as error:
+            _fail(f"caas: {error.format_message()}", error.exit_code)
+        except typer.Abort:
+            _fail("caas: aborted", 1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(message, markup=False)
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    name="caas",
+    help="Car-as-a-Service: the platform (api, worker), its database (migrate, seed) and "
+    "`caas demo`, everything in one process.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"caas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Settings come from CAAS_* environment variables (see README)."""
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _startup_checks() -> Iterator[None]:
+    """A `StartupError` becomes the command's one-line error."""
+    try:
+        yield
+    except StartupError as error:
+        raise CommandFailed(str(error)) from None
+
+
+def _settings() -> Settings:
+    with _startup_checks():
+        settings = read_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` and cleanup runs."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database at CAAS_DATABASE_URL to the newest schema (alembic upgrade head)."""
+    from caas.runtime import migrate as upgrade_database
+
+    settings = _settings()
+    with _startup_checks():
+        url = require_database_url(settings)
+        with _stderr().status(f"Migrating {display_url(url)}…"):
+            upgrade_database(url)
+    _stdout().print(f"Database {display_url(url)} is at the newest schema.")
+
+
+@app.command()
+def seed() -> None:
+    """Load the demo data (countries, dealerships, platforms, staff) and print the logins.
+
+    Safe to run again: what exists is kept, nothing is duplicated.
+    """
+    settings = _settings()
+    with _startup_checks():
+        runtime = Runtime.connect(settings)
+    try:
+        with _stderr().status("Loading the demo data…"):
+            logins = runtime.load_demo_data()
+    finally:
+        runtime.close()
+    from caas.demo import logins_table
+
+    _stdout().print(logins_table(logins))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Port = 8000,
+) -> None:
+    """Serve the HTTP API and web pages on CAAS_DATABASE_URL (stateless: run many)."""
+    import uvicorn
+
+    settings = _settings()
+    with _startup_checks():
+        runtime = Runtime.connect(settings)
+    try:
+        uvicorn.run(runtime.create_app(), host=host, port=port, log_config=None)
+    finally:
+        runtime.close()
+
+
+@app.command()
+def worker() -> None:
+    """Deliver the outbox (e-mails, factory orders, registrations) until SIGINT or SIGTERM.
+
+    Run as many as you like: they never take the same message twice.
+    """
+    settings = _settings()
+    with _startup_checks():
+        runtime = Runtime.connect(settings)
+    relay_worker = runtime.create_worker()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        relay_worker.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        relay_worker.run_forever()
+    finally:
+        runtime.close()
+
+
+@app.command()
+def demo(
+    port: Port = 8000,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="CAAS_DATA_DIR",
+            file_okay=False,
+            help="Where the embedded database and the simulators' state live.",
+        ),
+    ] = Path(".caas"),
+    factory_port: Annotated[
+        int, typer.Option(min=0, max=65535, envvar="CAAS_FACTORY_PORT", help="0: any free port")
+    ] = 0,
+    registry_port: Annotated[
+        int, typer.Option(min=0, max=65535, envvar="CAAS_REGISTRY_PORT", help="0: any free port")
+    ] = 0,
+    payment_port: Annotated[
+        int, typer.Option(min=0, max=65535, envvar="CAAS_PAYMENT_PORT", help="0: any free port")
+    ] = 0,
+    mail_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, envvar="CAAS_MAIL_PORT", help="Mail inbox page; 0: any free port"
+        ),
+    ] = 0,
+    smtp_port: Annotated[
+        int, typer.Option(min=0, max=65535, envvar="CAAS_SMTP_PORT", help="0: any free port")
+    ] = 0,
+    stage_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.1, envvar="CAAS_FACTORY_STAGE_SECONDS", help="Seconds per manufacturing stage."
+        ),
+    ] = 5.0,
+) -> None:
+    """Run the platform, its worker and simulators in one process, with an embedded database.
+
+    On 127.0.0.1: the portal, intranet and API on --port; the factory, registry and payment
+    simulators and a mail catcher on free ports; PostgreSQL under --data-dir unless
+    CAAS_DATABASE_URL is set. Prints every URL and login; Ctrl-C stops it all.
+    """
+    from caas.demo import DemoOptions, run_demo
+
+    _settings()
+    _interrupt_on_sigterm()
+    options = DemoOptions(
+        port=port,
+        data_dir=data_dir,
+        factory_port=factory_port,
+        registry_port=registry_port,
+        payment_port=payment_port,
+        mail_port=mail_port,
+        smtp_port=smtp_port,
+        stage_seconds=stage_seconds,
+    )
+    progress = _stderr()
+    try:
+        with _startup_checks():
+            run_demo(options, console=_stdout(), progress=progress)
+    except KeyboardInterrupt:
+        progress.print("Interrupted; everything started so far was stopped.")
+        raise typer.Exit(INTERRUPTED) from None
+    progress.print("Demo stopped.")
