@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
+from caas.catalog.api import router as catalog_router
 from caas.notifications.api import router as notifications_router
 from caas.sales.api import router as sales_router
 
@@ -13,3 +14,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(accounts_router)
     app.include_router(sales_router)
     app.include_router(notifications_router)
+    app.include_router(catalog_router)
