@@ -8,6 +8,7 @@ from caas.accounts.api import router as accounts_router
 from caas.catalog.api import router as catalog_router
 from caas.notifications.api import router as notifications_router
 from caas.sales.api import router as sales_router
+from caas.web.site import include_web
 
 
 def include_routes(app: FastAPI) -> None:
@@ -15,3 +16,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(sales_router)
     app.include_router(notifications_router)
     app.include_router(catalog_router)
+    include_web(app)

@@ -1,0 +1,1 @@
+"""Server-rendered pages: the dealer intranet, the customer portal, operator and workshop."""

@@ -1,0 +1,82 @@
+"""Posted forms: reading them, and turning service and validation errors into field messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from caas.core.errors import CaasError
+
+
+async def _posted_form(request: Request) -> FormData:
+    return await request.form()
+
+
+# The posted form of a page's POST route (already checked for its CSRF token by the router).
+PostedForm = Annotated[FormData, Depends(_posted_form)]
+
+FormValues = dict[str, Any]
+
+
+def values_of(form: FormData, *, lists: tuple[str, ...] = ()) -> FormValues:
+    """The user's input as plain values (kept to fill the form again after an error)."""
+    values: FormValues = {}
+    for key in form:
+        if key in lists:
+            values[key] = [str(item) for item in form.getlist(key)]
+        else:
+            item = form.get(key)
+            values[key] = item if isinstance(item, str) else ""
+    for key in lists:
+        values.setdefault(key, [])
+    return values
+
+
+def field_name(path: str) -> str:
+    """The form field of an error path: `plan.features.1` belongs to `plan.features`."""
+    parts = [part for part in path.split(".") if not part.isdigit()]
+    return ".".join(parts)
+
+
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")
+
+
+@dataclass
+class FormErrors:
+    """Messages next to the fields they name, plus those that belong to no field."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.general)
+
+    def add(self, name: str | None, message: str) -> None:
+        if name is None:
+            self.general.append(message)
+        else:
+            self.fields.setdefault(field_name(name), message)
+
+    @classmethod
+    def of(
+        cls, error: CaasError | ValidationError, *, aliases: dict[str, str] | None = None
+    ) -> FormErrors:
+        """The messages of a service error or of a Pydantic validation error, per field.
+
+        `aliases` renames the fields a service names differently from the form.
+        """
+        aliases = aliases or {}
+        errors = cls()
+        if isinstance(error, ValidationError):
+            for item in error.errors():
+                path = ".".join(str(part) for part in item["loc"])
+                errors.add(aliases.get(path, path) or None, _reason(item["msg"]))
+        else:
+            name = error.field
+            errors.add(aliases.get(name, name) if name else None, error.message)
+        return errors
