@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:43:52.927692
+Create Date: 2026-11-23 12:01:15.941225
 """
 
 from collections.abc import Sequence
@@ -41,6 +41,13 @@ def upgrade() -> None:
         sa.Column("response", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
         sa.UniqueConstraint("principal", "key", name=op.f("uq_idempotency_keys_principal_key")),
+    )
+    op.create_table(
+        "invoice_counters",
+        sa.Column("series", sa.String(length=10), nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("last_number", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("series", "year", name=op.f("pk_invoice_counters")),
     )
     op.create_table(
         "login_attempts",
@@ -325,6 +332,41 @@ def upgrade() -> None:
         "ix_sales_dealership_created", "sales", ["dealership_id", "created_at"], unique=False
     )
     op.create_table(
+        "payments",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("sale_id", sa.Integer(), nullable=True),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("amount_minor", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("reference", sa.String(length=40), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("provider_ref", sa.String(length=80), nullable=True),
+        sa.Column("card_brand", sa.String(length=20), nullable=True),
+        sa.Column("card_last4", sa.String(length=4), nullable=True),
+        sa.Column("failure_code", sa.String(length=60), nullable=True),
+        sa.Column("failure_reason", sa.String(length=300), nullable=True),
+        sa.Column("refunded_minor", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("authorised_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("captured_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_payments_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(["sale_id"], ["sales.id"], name=op.f("fk_payments_sale_id_sales")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
+        sa.UniqueConstraint(
+            "customer_id", "idempotency_key", name=op.f("uq_payments_customer_id_idempotency_key")
+        ),
+        sa.UniqueConstraint("reference", name=op.f("uq_payments_reference")),
+    )
+    op.create_index(op.f("ix_payments_customer_id"), "payments", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_payments_provider_ref"), "payments", ["provider_ref"], unique=False)
+    op.create_index("ix_payments_sale_kind", "payments", ["sale_id", "kind"], unique=False)
+    op.create_table(
         "sale_features",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("sale_id", sa.Integer(), nullable=False),
@@ -377,14 +419,87 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_vehicles_owner_customer_id"), "vehicles", ["owner_customer_id"], unique=False
     )
+    op.create_table(
+        "invoices",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("number", sa.String(length=30), nullable=False),
+        sa.Column("series", sa.String(length=10), nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("sequence", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("sale_id", sa.Integer(), nullable=True),
+        sa.Column("payment_id", sa.BigInteger(), nullable=True),
+        sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("issue_date", sa.Date(), nullable=False),
+        sa.Column("seller_name", sa.String(length=200), nullable=False),
+        sa.Column("seller_tax_id", sa.String(length=40), nullable=False),
+        sa.Column("seller_address", sa.Text(), nullable=False),
+        sa.Column("buyer_name", sa.String(length=200), nullable=False),
+        sa.Column("buyer_national_id", sa.String(length=40), nullable=False),
+        sa.Column("buyer_address", sa.Text(), nullable=False),
+        sa.Column("order_number", sa.String(length=30), nullable=True),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("vat_minor", sa.Integer(), nullable=False),
+        sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_invoices_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_invoices_payment_id_payments")
+        ),
+        sa.ForeignKeyConstraint(["sale_id"], ["sales.id"], name=op.f("fk_invoices_sale_id_sales")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invoices")),
+        sa.UniqueConstraint("number", name=op.f("uq_invoices_number")),
+        sa.UniqueConstraint("payment_id", name=op.f("uq_invoices_payment_id")),
+        sa.UniqueConstraint(
+            "series", "year", "sequence", name=op.f("uq_invoices_series_year_sequence")
+        ),
+    )
+    op.create_index(op.f("ix_invoices_customer_id"), "invoices", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_invoices_sale_id"), "invoices", ["sale_id"], unique=False)
+    op.create_table(
+        "invoice_lines",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("invoice_id", sa.BigInteger(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("description", sa.String(length=300), nullable=False),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("vat_rate_bp", sa.Integer(), nullable=False),
+        sa.Column("vat_minor", sa.Integer(), nullable=False),
+        sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"], ["invoices.id"], name=op.f("fk_invoice_lines_invoice_id_invoices")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invoice_lines")),
+        sa.UniqueConstraint(
+            "invoice_id", "position", name=op.f("uq_invoice_lines_invoice_id_position")
+        ),
+    )
+    op.execute(
+        "\nCREATE FUNCTION refuse_invoice_change() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n    RAISE EXCEPTION 'an issued invoice cannot be changed (% on %)', TG_OP, TG_TABLE_NAME\n        USING ERRCODE = 'restrict_violation';\nEND\n$$;\nCREATE TRIGGER invoices_immutable BEFORE UPDATE OR DELETE ON invoices\n    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();\nCREATE TRIGGER invoice_lines_immutable BEFORE UPDATE OR DELETE ON invoice_lines\n    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();\n"
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.execute(
+        "\nDROP TRIGGER IF EXISTS invoice_lines_immutable ON invoice_lines;\nDROP TRIGGER IF EXISTS invoices_immutable ON invoices;\nDROP FUNCTION IF EXISTS refuse_invoice_change();\n"
+    )
+    op.drop_table("invoice_lines")
+    op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
+    op.drop_index(op.f("ix_invoices_customer_id"), table_name="invoices")
+    op.drop_table("invoices")
     op.drop_index(op.f("ix_vehicles_owner_customer_id"), table_name="vehicles")
     op.drop_table("vehicles")
     op.drop_table("sale_features")
+    op.drop_index("ix_payments_sale_kind", table_name="payments")
+    op.drop_index(op.f("ix_payments_provider_ref"), table_name="payments")
+    op.drop_index(op.f("ix_payments_customer_id"), table_name="payments")
+    op.drop_table("payments")
     op.drop_index("ix_sales_dealership_created", table_name="sales")
     op.drop_index(op.f("ix_sales_customer_id"), table_name="sales")
     op.drop_table("sales")
@@ -408,6 +523,7 @@ def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_index("ix_login_attempts_email_at", table_name="login_attempts")
     op.drop_table("login_attempts")
+    op.drop_table("invoice_counters")
     op.drop_table("idempotency_keys")
     op.drop_table("countries")
     # ### end Alembic commands ###

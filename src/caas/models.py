@@ -1,6 +1,7 @@
 """Every table of the platform, imported in one place for Alembic and the metadata."""
 
 from caas.accounts import models as accounts_models
+from caas.billing import models as billing_models
 from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
 from caas.notifications import models as notifications_models
@@ -9,6 +10,7 @@ from caas.vehicles import models as vehicles_models
 
 __all__ = [
     "accounts_models",
+    "billing_models",
     "catalog_models",
     "history",
     "idempotency",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
+from caas.billing.api import router as billing_router
 from caas.catalog.api import router as catalog_router
 from caas.notifications.api import router as notifications_router
 from caas.sales.api import router as sales_router
@@ -14,6 +15,7 @@ from caas.web.site import include_web
 def include_routes(app: FastAPI) -> None:
     app.include_router(accounts_router)
     app.include_router(sales_router)
+    app.include_router(billing_router)
     app.include_router(notifications_router)
     app.include_router(catalog_router)
     include_web(app)

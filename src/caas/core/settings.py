@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     payment_public_url: str | None = None
     payment_api_key: str = DEMO_SECRET
     payment_webhook_secret: str = DEMO_SECRET
+    payment_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long to wait for the payment provider's answer"
+    )
 
     activation_token_hours: int = 72
     login_max_failures: int = 5

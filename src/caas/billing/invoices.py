@@ -1,0 +1,181 @@
+"""Issuing invoices: gap-free numbers per series and year, seller and buyer, lines and totals.
+
+An invoice is written once, in the transaction of the payment it documents, and never changed
+(the database refuses updates and deletes of issued invoices). Its number comes from a counter
+row per (series, year) locked until that transaction ends, so concurrent issuers queue up and a
+rolled-back issue gives its number back: the series has no gaps and no duplicates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from caas.billing import rules
+from caas.billing.models import Invoice, InvoiceCounter, InvoiceLine, Payment
+from caas.catalog import service as catalog
+from caas.sales.models import Customer, Sale
+
+
+def next_sequence(session: Session, *, series: str, year: int) -> int:
+    """The next number of `series` in `year`, reserved until the caller's transaction ends."""
+    session.execute(
+        insert(InvoiceCounter)
+        .values(series=series, year=year, last_number=0)
+        .on_conflict_do_nothing(index_elements=["series", "year"])
+    )
+    counter = session.scalars(
+        select(InvoiceCounter)
+        .where(InvoiceCounter.series == series, InvoiceCounter.year == year)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    counter.last_number += 1
+    session.flush()
+    return counter.last_number
+
+
+def _buyer_address(session: Session, customer: Customer) -> str:
+    country = catalog.get_country(session, customer.country)
+    return f"{customer.street}\n{customer.postal_code} {customer.city}\n{country.name}"
+
+
+def issue(
+    session: Session,
+    *,
+    kind: str,
+    customer: Customer,
+    country: str,
+    lines: list[rules.LineDraft],
+    now: datetime,
+    sale: Sale | None = None,
+    payment: Payment | None = None,
+) -> Invoice:
+    """Number and write an invoice from its lines; the totals are the sums of the lines."""
+    if not lines:
+        raise ValueError("an invoice needs at least one line")
+    series = catalog.get_country(session, country).invoice_series
+    seller = rules.SELLERS[country]
+    day = rules.issue_date(now, country)
+    sequence = next_sequence(session, series=series, year=day.year)
+    summed = rules.totals(lines)
+    invoice = Invoice(
+        number=rules.invoice_number(series, day.year, sequence),
+        series=series,
+        year=day.year,
+        sequence=sequence,
+        kind=kind,
+        customer_id=customer.id,
+        sale_id=sale.id if sale else None,
+        payment_id=payment.id if payment else None,
+        language=customer.language,
+        currency=payment.currency if payment else (sale.currency if sale else "EUR"),
+        issued_at=now,
+        issue_date=day,
+        seller_name=seller.name,
+        seller_tax_id=seller.tax_id,
+        seller_address=seller.address,
+        buyer_name=customer.full_name,
+        buyer_national_id=customer.national_id,
+        buyer_address=_buyer_address(session, customer),
+        order_number=sale.number if sale else None,
+        net_minor=summed.net_minor,
+        vat_minor=summed.vat_minor,
+        gross_minor=summed.gross_minor,
+    )
+    session.add(invoice)
+    session.flush()
+    session.add_all(
+        InvoiceLine(
+            invoice_id=invoice.id,
+            position=position,
+            description=line.description,
+            net_minor=line.net_minor,
+            vat_rate_bp=line.vat_rate_bp,
+            vat_minor=line.vat_minor,
+            gross_minor=line.gross_minor,
+        )
+        for position, line in enumerate(lines, start=1)
+    )
+    session.flush()
+    return invoice
+
+
+def _advances_invoiced(session: Session, sale_id: int) -> list[rules.InvoicedAdvance]:
+    advances = session.scalars(
+        select(Invoice)
+        .where(Invoice.sale_id == sale_id, Invoice.kind == "advance")
+        .order_by(Invoice.id)
+    )
+    return [
+        rules.InvoicedAdvance(
+            invoice_number=advance.number,
+            net_minor=advance.net_minor,
+            vat_minor=advance.vat_minor,
+            vat_rate_bp=_single_rate(session, advance.id),
+        )
+        for advance in advances
+    ]
+
+
+def _single_rate(session: Session, invoice_id: int) -> int:
+    rates = set(
+        session.scalars(select(InvoiceLine.vat_rate_bp).where(InvoiceLine.invoice_id == invoice_id))
+    )
+    if len(rates) != 1:
+        raise ValueError(f"advance invoice {invoice_id} has more than one VAT rate")
+    return rates.pop()
+
+
+def issue_for_sale_payment(
+    session: Session, *, payment: Payment, sale: Sale, customer: Customer, now: datetime
+) -> Invoice:
+    """The invoice of a captured deposit (advance) or final payment of a sale."""
+    kind = rules.INVOICE_KIND[payment.kind]
+    if kind == "advance":
+        lines = rules.advance_lines(
+            order_number=sale.number,
+            gross_minor=payment.amount_minor,
+            vat_rate_bp=sale.vat_rate_bp,
+            language=customer.language,
+        )
+    else:
+        lines = rules.final_lines(
+            sale_lines=[(line["description"], int(line["net_minor"])) for line in sale.quote_lines],
+            vat_rate_bp=sale.vat_rate_bp,
+            advances=_advances_invoiced(session, sale.id),
+            language=customer.language,
+        )
+        due = rules.totals(lines).gross_minor
+        if due != payment.amount_minor:
+            # The final payment is the total less what was paid; anything else is a bug.
+            raise ValueError(
+                f"final invoice of {sale.number} is {due}, the payment {payment.amount_minor}"
+            )
+    return issue(
+        session,
+        kind=kind,
+        customer=customer,
+        country=sale.country,
+        lines=lines,
+        now=now,
+        sale=sale,
+        payment=payment,
+    )
+
+
+def invoice_lines(session: Session, invoice_id: int) -> list[InvoiceLine]:
+    return list(
+        session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice_id)
+            .order_by(InvoiceLine.position)
+        )
+    )
+
+
+def invoice_of_payment(session: Session, payment_id: int) -> Invoice | None:
+    return session.scalars(select(Invoice).where(Invoice.payment_id == payment_id)).first()

@@ -1,0 +1,155 @@
+"""Tables of money: payments through the provider, invoices with their lines and numbering."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from alembic.autogenerate import comparators
+from alembic.operations import ops
+from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from caas.core.db import Base
+
+
+class Payment(Base):
+    """One attempt to take money from the customer's card; `state` follows `rules.PAYMENT`.
+
+    The card token is used for the provider call and never stored: only the provider's
+    reference and the brand and last four digits it returns.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        # A retried request with the same key finds this row instead of paying again.
+        UniqueConstraint("customer_id", "idempotency_key"),
+        Index("ix_payments_sale_kind", "sale_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # deposit | final
+    amount_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(20))
+    # Our name for it at the provider, random so that it never repeats even across databases;
+    # the provider's idempotency keys derive from it (`rules.provider_key`).
+    reference: Mapped[str] = mapped_column(String(40), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(80), index=True)
+    card_brand: Mapped[str | None] = mapped_column(String(20))
+    card_last4: Mapped[str | None] = mapped_column(String(4))
+    failure_code: Mapped[str | None] = mapped_column(String(60))
+    failure_reason: Mapped[str | None] = mapped_column(String(300))
+    refunded_minor: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    authorised_at: Mapped[datetime | None]
+    captured_at: Mapped[datetime | None]
+
+
+class InvoiceCounter(Base):
+    """The last number issued in a series and year; locked while the next one is issued."""
+
+    __tablename__ = "invoice_counters"
+
+    series: Mapped[str] = mapped_column(String(10), primary_key=True)
+    year: Mapped[int] = mapped_column(primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class Invoice(Base):
+    """An issued invoice: a legal document, never changed (a credit note corrects it)."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (UniqueConstraint("series", "year", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    number: Mapped[str] = mapped_column(String(30), unique=True)
+    series: Mapped[str] = mapped_column(String(10))
+    year: Mapped[int]
+    sequence: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(20))  # advance | final
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"), index=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
+    language: Mapped[str] = mapped_column(String(8))
+    currency: Mapped[str] = mapped_column(String(3))
+    issued_at: Mapped[datetime]
+    issue_date: Mapped[date]  # in the seller's country, which is what the law reads
+    seller_name: Mapped[str] = mapped_column(String(200))
+    seller_tax_id: Mapped[str] = mapped_column(String(40))
+    seller_address: Mapped[str] = mapped_column(Text)
+    buyer_name: Mapped[str] = mapped_column(String(200))
+    buyer_national_id: Mapped[str] = mapped_column(String(40))
+    buyer_address: Mapped[str] = mapped_column(Text)
+    order_number: Mapped[str | None] = mapped_column(String(30))
+    net_minor: Mapped[int]
+    vat_minor: Mapped[int]
+    gross_minor: Mapped[int]
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"))
+    position: Mapped[int]
+    description: Mapped[str] = mapped_column(String(300))
+    net_minor: Mapped[int]
+    vat_rate_bp: Mapped[int]
+    vat_minor: Mapped[int]
+    gross_minor: Mapped[int]
+
+
+# Issued invoices are immutable in the database itself, not only in the code above it.
+IMMUTABLE_INVOICES_SQL = """
+CREATE FUNCTION refuse_invoice_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'an issued invoice cannot be changed (% on %)', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END
+$$;
+CREATE TRIGGER invoices_immutable BEFORE UPDATE OR DELETE ON invoices
+    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();
+CREATE TRIGGER invoice_lines_immutable BEFORE UPDATE OR DELETE ON invoice_lines
+    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();
+"""
+
+DROP_IMMUTABLE_INVOICES_SQL = """
+DROP TRIGGER IF EXISTS invoice_lines_immutable ON invoice_lines;
+DROP TRIGGER IF EXISTS invoices_immutable ON invoices;
+DROP FUNCTION IF EXISTS refuse_invoice_change();
+"""
+
+
+class _ExecuteWithUndo(ops.ExecuteSQLOp):
+    """Raw SQL in a generated migration, with the SQL that undoes it on downgrade."""
+
+    def __init__(self, sqltext: str, undo: str) -> None:
+        super().__init__(sqltext)
+        self.undo = undo
+
+    def reverse(self) -> ops.ExecuteSQLOp:
+        return ops.ExecuteSQLOp(self.undo)
+
+
+@comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
+def _compare_invoice_triggers(
+    autogen_context: Any, upgrade_ops: ops.UpgradeOps, _schemas: Any
+) -> PriorityDispatchResult:
+    """Autogenerate emits the triggers after the tables when the database lacks them."""
+    connection = autogen_context.connection
+    present = connection.execute(
+        text("SELECT 1 FROM pg_trigger WHERE tgname = 'invoices_immutable'")
+    ).first()
+    if present is None:
+        upgrade_ops.ops.append(
+            _ExecuteWithUndo(IMMUTABLE_INVOICES_SQL, DROP_IMMUTABLE_INVOICES_SQL)
+        )
+    return PriorityDispatchResult.CONTINUE

@@ -1,0 +1,192 @@
+"""The rules of money that need no database: the payment's states, VAT per line, invoice lines.
+
+VAT is computed on each line's net and rounded half up there; an invoice's totals are the sums
+of its lines, so the document always adds up. An advance payment (the deposit) is invoiced by
+its gross, split back into net and VAT at the sale's rate; the final invoice lists the whole
+sale and deducts the advances exactly as they were invoiced, so the invoices of a sale add up
+to its total to the cent.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from caas.core.money import percent_of
+from caas.core.state_machine import StateMachine
+
+PAYMENT = StateMachine(
+    "payment",
+    {
+        # Sent to the provider; the answer (or its webhook) decides.
+        "pending": {"authorised", "failed"},
+        "authorised": {"captured", "voided", "failed"},
+        "captured": {"refunded"},
+        "voided": set(),
+        "failed": set(),
+        "refunded": set(),
+    },
+)
+
+# Payments of a sale, and the order state in which each may be paid.
+PAYABLE_IN = {"deposit": "awaiting_deposit", "final": "at_dealer"}
+# The invoice each kind of payment gets.
+INVOICE_KIND = {"deposit": "advance", "final": "final"}
+# States in which a payment still holds (or may still take) the customer's money.
+OPEN_STATES = frozenset({"pending", "authorised"})
+
+COUNTRY_ZONES = {
+    "ES": "Europe/Madrid",
+    "FR": "Europe/Paris",
+    "DE": "Europe/Berlin",
+    "IT": "Europe/Rome",
+    "PT": "Europe/Lisbon",
+}
+
+
+@dataclass(frozen=True)
+class Seller:
+    name: str
+    tax_id: str
+    address: str
+
+
+# The maker, registered for VAT in every country it sells in.
+SELLERS = {
+    "ES": Seller("caas Motors S.L.", "ESB87654323", "Calle de Alcalá 200\n28028 Madrid\nEspaña"),
+    "FR": Seller(
+        "caas Motors S.L.", "FR46841329576", "18 avenue de la Grande Armée\n75017 Paris\nFrance"
+    ),
+    "DE": Seller(
+        "caas Motors S.L.", "DE284639101", "Friedrichstraße 120\n10117 Berlin\nDeutschland"
+    ),
+    "IT": Seller("caas Motors S.L.", "IT04728150964", "Via Torino 40\n20123 Milano\nItalia"),
+    "PT": Seller(
+        "caas Motors S.L.", "PT517642093", "Avenida da Liberdade 150\n1250-146 Lisboa\nPortugal"
+    ),
+}
+
+_NUMBER = re.compile(r"^(?P<series>[A-Z0-9]{1,10})-(?P<year>\d{4})-(?P<sequence>\d{6,})$")
+
+
+def new_payment_reference() -> str:
+    """Our reference for a payment at the provider, echoed in its events."""
+    return f"pay_{secrets.token_hex(10)}"
+
+
+def provider_key(reference: str, step: str) -> str:
+    """The provider's Idempotency-Key for one step of one payment: a retry repeats it."""
+    return f"{reference}-{step}"
+
+
+def invoice_number(series: str, year: int, sequence: int) -> str:
+    return f"{series}-{year}-{sequence:06d}"
+
+
+def parse_invoice_number(number: str) -> tuple[str, int, int]:
+    match = _NUMBER.match(number)
+    if match is None:
+        raise ValueError(f"not an invoice number: {number!r}")
+    return match["series"], int(match["year"]), int(match["sequence"])
+
+
+def issue_date(moment: datetime, country: str) -> date:
+    """The date on the invoice: the day it is in the seller's country."""
+    return moment.astimezone(ZoneInfo(COUNTRY_ZONES.get(country, "UTC"))).date()
+
+
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """`numerator / denominator` rounded half away from zero."""
+    quotient, remainder = divmod(abs(numerator), denominator)
+    if remainder * 2 >= denominator:
+        quotient += 1
+    return quotient if numerator >= 0 else -quotient
+
+
+@dataclass(frozen=True)
+class LineDraft:
+    description: str
+    net_minor: int
+    vat_rate_bp: int
+    vat_minor: int
+
+    @property
+    def gross_minor(self) -> int:
+        return self.net_minor + self.vat_minor
+
+
+@dataclass(frozen=True)
+class Totals:
+    net_minor: int
+    vat_minor: int
+    gross_minor: int
+
+
+def priced_line(description: str, net_minor: int, vat_rate_bp: int) -> LineDraft:
+    """A line priced by its net: VAT on this line alone, rounded half up."""
+    return LineDraft(description, net_minor, vat_rate_bp, percent_of(net_minor, vat_rate_bp))
+
+
+def split_gross(gross_minor: int, vat_rate_bp: int) -> tuple[int, int]:
+    """Net and VAT contained in a gross amount: net rounded half up, VAT the exact rest."""
+    net = divide_half_up(gross_minor * 10_000, 10_000 + vat_rate_bp)
+    return net, gross_minor - net
+
+
+def totals(lines: list[LineDraft]) -> Totals:
+    net = sum(line.net_minor for line in lines)
+    vat = sum(line.vat_minor for line in lines)
+    return Totals(net_minor=net, vat_minor=vat, gross_minor=net + vat)
+
+
+_ADVANCE = {
+    "en": "Advance payment on order {order}",
+    "es": "Anticipo a cuenta del pedido {order}",
+}
+_DEDUCTION = {
+    "en": "Less: advance payment invoiced in {invoice}",
+    "es": "Menos: anticipo facturado en {invoice}",
+}
+
+
+def _words(table: dict[str, str], language: str) -> str:
+    return table.get(language, table["en"])
+
+
+def advance_lines(
+    *, order_number: str, gross_minor: int, vat_rate_bp: int, language: str
+) -> list[LineDraft]:
+    """The one line of an advance-payment invoice: the amount paid, VAT included."""
+    net, vat = split_gross(gross_minor, vat_rate_bp)
+    description = _words(_ADVANCE, language).format(order=order_number)
+    return [LineDraft(description, net, vat_rate_bp, vat)]
+
+
+@dataclass(frozen=True)
+class InvoicedAdvance:
+    """An advance already invoiced: deducted from the final invoice exactly as invoiced."""
+
+    invoice_number: str
+    net_minor: int
+    vat_minor: int
+    vat_rate_bp: int
+
+
+def final_lines(
+    *,
+    sale_lines: list[tuple[str, int]],
+    vat_rate_bp: int,
+    advances: list[InvoicedAdvance],
+    language: str,
+) -> list[LineDraft]:
+    """The whole sale line by line, less every advance invoiced before."""
+    lines = [priced_line(description, net, vat_rate_bp) for description, net in sale_lines]
+    for advance in advances:
+        description = _words(_DEDUCTION, language).format(invoice=advance.invoice_number)
+        lines.append(
+            LineDraft(description, -advance.net_minor, advance.vat_rate_bp, -advance.vat_minor)
+        )
+    return lines

@@ -1,0 +1,536 @@
+"""The rules of payments: start one, take it through the provider, settle it, read them.
+
+A payment of a sale goes in two steps, with a commit between them (the route does it):
+
+1. `begin_sale_payment` checks the order and writes the payment as `pending` with the
+   customer's Idempotency-Key. Once committed, a retry with that key finds this row.
+2. `drive_payment` authorises and captures at the provider with keys derived from the
+   payment's id, so the provider too answers a repeated call with its first answer. A
+   captured payment is settled at once: invoice, history, notification, and the order moves.
+
+An answer that does not come in time leaves the payment pending; the provider's signed event
+(`apply_provider_event`) or a retry with the same key settles it later, once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from caas.accounts.models import Role, User
+from caas.billing import invoices, rules
+from caas.billing.models import Invoice, Payment
+from caas.billing.provider import PaymentProvider, ProviderError, ProviderResult, ProviderTimeout
+from caas.core.errors import Conflict, Forbidden, NotFound
+from caas.core.history import Actor, record
+from caas.core.idempotency import fingerprint
+from caas.core.money import Money
+from caas.notifications.service import notify_user
+from caas.protocol.payments import Event
+from caas.sales import service as sales
+from caas.sales.models import Customer, Sale
+
+log = structlog.get_logger(__name__)
+
+PROVIDER = Actor(kind="provider", label="payment provider")
+
+
+# Reading.
+
+
+def payments_for_sale(session: Session, sale_id: int) -> list[Payment]:
+    """Every payment attempt of an order, oldest first (failed ones included)."""
+    query = select(Payment).where(Payment.sale_id == sale_id).order_by(Payment.id)
+    return list(session.scalars(query))
+
+
+def amount_paid(session: Session, sale_id: int) -> int:
+    """Money in for an order, in minor units: captured less refunded."""
+    paid = session.scalar(
+        select(func.coalesce(func.sum(Payment.amount_minor - Payment.refunded_minor), 0)).where(
+            Payment.sale_id == sale_id, Payment.state.in_(("captured", "refunded"))
+        )
+    )
+    return int(paid or 0)
+
+
+def invoices_for_customer(session: Session, customer_id: int) -> list[Invoice]:
+    """A customer's invoices, oldest first."""
+    query = (
+        select(Invoice)
+        .where(Invoice.customer_id == customer_id)
+        .order_by(Invoice.issued_at, Invoice.id)
+    )
+    return list(session.scalars(query))
+
+
+def list_invoices_for(
+    session: Session, user: User, *, limit: int = 50, offset: int = 0
+) -> list[Invoice]:
+    """A customer's own invoices, or every invoice for the maker's operators."""
+    query = select(Invoice)
+    if user.role is Role.CUSTOMER:
+        query = query.where(Invoice.customer_id == sales.customer_of_user(session, user).id)
+    elif user.role is not Role.OPERATOR:
+        raise Forbidden("invoices are for their customer and the maker's operators")
+    query = query.order_by(Invoice.issued_at.desc(), Invoice.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def get_invoice_for(session: Session, user: User, invoice_id: int) -> Invoice:
+    """The invoice if `user` may see it; otherwise the same 404 as a missing one."""
+    invoice = session.get(Invoice, invoice_id)
+    visible = invoice is not None and (
+        user.role is Role.OPERATOR
+        or (
+            user.role is Role.CUSTOMER
+            and session.scalar(select(Customer.user_id).where(Customer.id == invoice.customer_id))
+            == user.id
+        )
+    )
+    if invoice is None or not visible:
+        raise NotFound("no such invoice", code="invoice.not_found")
+    return invoice
+
+
+# Paying for a sale.
+
+
+def _payment_by_key(session: Session, customer_id: int, key: str) -> Payment | None:
+    return session.scalars(
+        select(Payment).where(Payment.customer_id == customer_id, Payment.idempotency_key == key)
+    ).first()
+
+
+def begin_sale_payment(
+    session: Session,
+    *,
+    user: User,
+    sale_id: int,
+    kind: str,
+    card_token: str,
+    idempotency_key: str,
+    now: datetime,
+) -> Payment:
+    """The payment this key already started, or a new pending one if the order expects it."""
+    customer = sales.customer_of_user(session, user)
+    request_hash = fingerprint({"sale_id": sale_id, "kind": kind, "card_token": card_token})
+
+    def earlier() -> Payment | None:
+        payment = _payment_by_key(session, customer.id, idempotency_key)
+        if payment is not None and payment.request_hash != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was already used for a different payment",
+                code="idempotency.key_reused",
+            )
+        return payment
+
+    found = earlier()
+    if found is not None:
+        return found
+    sale = sales.get_sale_for(session, user, sale_id, lock=True)
+    found = earlier()  # a concurrent retry may have committed while we waited for the lock
+    if found is not None:
+        return found
+    if sale.state != rules.PAYABLE_IN[kind]:
+        raise Conflict(
+            f"the order does not expect the {kind} payment now (it is {sale.state})",
+            code="payment.not_due",
+            state=sale.state,
+        )
+    running = session.scalars(
+        select(Payment.id).where(
+            Payment.sale_id == sale.id,
+            Payment.kind == kind,
+            Payment.state.in_(rules.OPEN_STATES),
+        )
+    ).first()
+    if running is not None:
+        raise Conflict(
+            "a payment of this order is still being processed; wait for it or retry it",
+            code="payment.in_progress",
+            payment_id=running,
+        )
+    due = (
+        sale.deposit_minor
+        if kind == "deposit"
+        else sale.total_minor - amount_paid(session, sale.id)
+    )
+    if due <= 0:
+        raise Conflict("nothing is left to pay on this order", code="payment.nothing_due")
+    payment = Payment(
+        sale_id=sale.id,
+        customer_id=customer.id,
+        kind=kind,
+        amount_minor=due,
+        currency=sale.currency,
+        state="pending",
+        reference=rules.new_payment_reference(),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(payment)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=Actor(kind=user.role.value, label=user.email, user_id=user.id),
+        subject_type="payment",
+        subject_id=payment.id,
+        customer_id=customer.id,
+        event="payment.pending",
+        to_state="pending",
+        details={"sale_id": sale.id, "kind": kind, "amount_minor": due, "currency": sale.currency},
+    )
+    return payment
+
+
+def drive_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    card_token: str,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Take the payment as far as the provider lets us now; return it in its new state."""
+    if payment.state == "pending":
+        try:
+            result = provider.authorise(
+                Money(payment.amount_minor, payment.currency),
+                card_token,
+                rules.provider_key(payment.reference, "authorise"),
+                payment.reference,
+            )
+        except ProviderTimeout:
+            return _lock(session, payment.id)
+        except ProviderError as error:
+            payment = _lock(session, payment.id)
+            if payment.state == "pending":
+                _fail(session, payment, "provider_error", error.message, actor=actor, now=now)
+            return payment
+        payment = _lock(session, payment.id)
+        _apply_authorisation(session, payment, result, actor=actor, now=now)
+    if payment.state == "authorised":
+        payment = _capture(session, payment, provider=provider, actor=actor, now=now)
+    return payment
+
+
+def _lock(session: Session, payment_id: int) -> Payment:
+    """The payment row, locked and freshly read: a webhook may have moved it meanwhile."""
+    return session.scalars(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _move(
+    session: Session,
+    payment: Payment,
+    to_state: str,
+    *,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, object] | None = None,
+) -> None:
+    rules.PAYMENT.check(payment.state, to_state)
+    from_state = payment.state
+    payment.state = to_state
+    payment.updated_at = now
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="payment",
+        subject_id=payment.id,
+        customer_id=payment.customer_id,
+        event=f"payment.{to_state}",
+        from_state=from_state,
+        to_state=to_state,
+        details={
+            "sale_id": payment.sale_id,
+            "kind": payment.kind,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            **(details or {}),
+        },
+    )
+
+
+def _fail(
+    session: Session, payment: Payment, code: str, reason: str, *, actor: Actor, now: datetime
+) -> None:
+    payment.failure_code = code
+    payment.failure_reason = reason[:300]
+    _move(session, payment, "failed", actor=actor, now=now, details={"reason": code})
+
+
+def _apply_authorisation(
+    session: Session, payment: Payment, result: ProviderResult, *, actor: Actor, now: datetime
+) -> None:
+    """Record the provider's answer to the authorisation, unless an event already did."""
+    if payment.state != "pending":
+        return
+    if result.status == "authorised":
+        payment.provider_ref = result.provider_ref
+        payment.card_brand = result.card_brand
+        payment.card_last4 = result.card_last4
+        payment.authorised_at = now
+        _move(session, payment, "authorised", actor=actor, now=now)
+    elif result.status == "declined":
+        payment.provider_ref = result.provider_ref
+        payment.card_brand = result.card_brand
+        payment.card_last4 = result.card_last4
+        _fail(
+            session,
+            payment,
+            result.reason or "card_declined",
+            result.message or "the card was declined",
+            actor=actor,
+            now=now,
+        )
+    else:
+        _fail(
+            session,
+            payment,
+            result.reason or "provider_refused",
+            result.message or "the payment provider refused the payment",
+            actor=actor,
+            now=now,
+        )
+
+
+def _capture(
+    session: Session, payment: Payment, *, provider: PaymentProvider, actor: Actor, now: datetime
+) -> Payment:
+    assert payment.provider_ref is not None
+    try:
+        result = provider.capture(
+            payment.provider_ref,
+            Money(payment.amount_minor, payment.currency),
+            rules.provider_key(payment.reference, "capture"),
+        )
+    except (ProviderTimeout, ProviderError) as error:
+        # Still authorised: the capture event, or a retry with the same key, finishes it.
+        log.warning("payment.capture_unsettled", payment_id=payment.id, error=error.message)
+        return _lock(session, payment.id)
+    payment = _lock(session, payment.id)
+    if payment.state != "authorised":
+        return payment
+    if result.ok:
+        settle_captured(session, payment, actor=actor, now=now)
+    else:
+        _fail(
+            session,
+            payment,
+            result.reason or "capture_refused",
+            result.message or "the provider refused the capture",
+            actor=actor,
+            now=now,
+        )
+    return payment
+
+
+def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: datetime) -> None:
+    """The money is in: invoice, history, the customer told, and the order moves on."""
+    payment.captured_at = now
+    _move(session, payment, "captured", actor=actor, now=now)
+    if payment.sale_id is None:
+        return
+    sale = sales.lock_sale(session, payment.sale_id)
+    customer = session.get_one(Customer, payment.customer_id)
+    invoice = invoices.issue_for_sale_payment(
+        session, payment=payment, sale=sale, customer=customer, now=now
+    )
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="invoice",
+        subject_id=invoice.id,
+        customer_id=customer.id,
+        event="invoice.issued",
+        details={
+            "number": invoice.number,
+            "kind": invoice.kind,
+            "gross_minor": invoice.gross_minor,
+            "currency": invoice.currency,
+            "payment_id": payment.id,
+            "sale_id": sale.id,
+        },
+    )
+    notify_user(
+        session,
+        user_id=customer.user_id,
+        email=customer.email,
+        language=customer.language,
+        kind="payment.received",
+        context={
+            "name": customer.first_name,
+            "order_number": sale.number,
+            "kind": payment.kind,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "invoice_number": invoice.number,
+            "country": customer.country,
+        },
+        dedupe_key=f"payment.received:{payment.id}",
+        now=now,
+    )
+    _order_paid(session, sale, payment, actor=actor, now=now)
+
+
+def _order_paid(
+    session: Session, sale: Sale, payment: Payment, *, actor: Actor, now: datetime
+) -> None:
+    if sale.state != rules.PAYABLE_IN[payment.kind]:
+        # Paid while the order had moved on (it cannot, while a payment is open): keep the
+        # money and the invoice, and leave a trace for an operator.
+        log.error("payment.order_moved_on", payment_id=payment.id, state=sale.state)
+        return
+    if payment.kind == "deposit":
+        sales.deposit_captured(session, sale, actor=actor, now=now)
+    else:
+        sales.final_payment_captured(session, sale, actor=actor, now=now)
+
+
+def refund_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    amount_minor: int | None,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Give money back (all that is left when `amount_minor` is None).
+
+    The provider's key counts what was refunded before, so a retry after a timeout repeats
+    the same refund instead of making a second one.
+    """
+    payment = _lock(session, payment.id)
+    left = payment.amount_minor - payment.refunded_minor
+    amount = left if amount_minor is None else amount_minor
+    if payment.state != "captured" or not 0 < amount <= left:
+        raise Conflict(
+            "this payment cannot be refunded by that amount", code="payment.not_refundable"
+        )
+    assert payment.provider_ref is not None
+    result = provider.refund(
+        payment.provider_ref,
+        Money(amount, payment.currency),
+        rules.provider_key(payment.reference, f"refund-{payment.refunded_minor}-{amount}"),
+    )
+    if not result.ok:
+        raise Conflict(
+            result.message or "the provider refused the refund", code="payment.refund_refused"
+        )
+    _record_refund(session, payment, payment.refunded_minor + amount, actor=actor, now=now)
+    return payment
+
+
+def _record_refund(
+    session: Session, payment: Payment, refunded_total: int, *, actor: Actor, now: datetime
+) -> None:
+    if refunded_total <= payment.refunded_minor:
+        return
+    refunded_now = refunded_total - payment.refunded_minor
+    payment.refunded_minor = refunded_total
+    payment.updated_at = now
+    if refunded_total >= payment.amount_minor:
+        _move(
+            session,
+            payment,
+            "refunded",
+            actor=actor,
+            now=now,
+            details={"refunded_minor": refunded_now},
+        )
+    else:
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="payment",
+            subject_id=payment.id,
+            customer_id=payment.customer_id,
+            event="payment.partially_refunded",
+            details={"refunded_minor": refunded_now, "currency": payment.currency},
+        )
+
+
+# The provider's signed events.
+
+
+def _payment_of_event(session: Session, event: Event) -> Payment | None:
+    authorization = event.authorization
+    payment = session.scalars(
+        select(Payment)
+        .where(Payment.reference == authorization.reference)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if payment is None:
+        return None
+    if (authorization.amount_minor, authorization.currency) != (
+        payment.amount_minor,
+        payment.currency,
+    ):
+        log.error("payment.event_mismatch", payment_id=payment.id, event_id=event.id)
+        return None
+    return payment
+
+
+def apply_provider_event(
+    session: Session, event: Event, *, provider: PaymentProvider, now: datetime
+) -> str:
+    """Settle a payment from the provider's event; a repeated or stale event changes nothing.
+
+    Returns the payment's state afterwards (or `ignored` for an event about nothing of ours).
+    """
+    payment = _payment_of_event(session, event)
+    if payment is None:
+        return "ignored"
+    authorization = event.authorization
+    if event.type in ("authorization.succeeded", "authorization.declined"):
+        result = ProviderResult(
+            status="authorised" if event.type == "authorization.succeeded" else "declined",
+            provider_ref=authorization.id,
+            reason=authorization.decline_code,
+            message="the card was declined" if authorization.decline_code else None,
+            card_brand=authorization.card.brand,
+            card_last4=authorization.card.last4,
+        )
+        _apply_authorisation(session, payment, result, actor=PROVIDER, now=now)
+        if payment.state == "authorised":
+            payment = _capture(session, payment, provider=provider, actor=PROVIDER, now=now)
+    elif event.type == "capture.succeeded":
+        if payment.state == "pending":
+            _apply_authorisation(
+                session,
+                payment,
+                ProviderResult(
+                    status="authorised",
+                    provider_ref=authorization.id,
+                    card_brand=authorization.card.brand,
+                    card_last4=authorization.card.last4,
+                ),
+                actor=PROVIDER,
+                now=now,
+            )
+        if payment.state == "authorised":
+            settle_captured(session, payment, actor=PROVIDER, now=now)
+    elif event.type == "void.succeeded":
+        if payment.state == "authorised":
+            _move(session, payment, "voided", actor=PROVIDER, now=now)
+    elif event.type == "refund.succeeded" and payment.state == "captured":
+        _record_refund(session, payment, authorization.refunded_minor, actor=PROVIDER, now=now)
+    return payment.state
