@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 12:01:15.941225
+Create Date: 2026-11-23 12:02:53.752728
 """
 
 from collections.abc import Sequence
@@ -461,6 +461,32 @@ def upgrade() -> None:
     op.create_index(op.f("ix_invoices_customer_id"), "invoices", ["customer_id"], unique=False)
     op.create_index(op.f("ix_invoices_sale_id"), "invoices", ["sale_id"], unique=False)
     op.create_table(
+        "maintenance_records",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("performed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("odometer_km", sa.Integer(), nullable=False),
+        sa.Column("workshop_user_id", sa.Integer(), nullable=False),
+        sa.Column("work_description", sa.Text(), nullable=False),
+        sa.Column("included_in_plan", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_maintenance_records_vehicle_id_vehicles")
+        ),
+        sa.ForeignKeyConstraint(
+            ["workshop_user_id"],
+            ["users.id"],
+            name=op.f("fk_maintenance_records_workshop_user_id_users"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_maintenance_records")),
+    )
+    op.create_index(
+        "ix_maintenance_records_vehicle_performed",
+        "maintenance_records",
+        ["vehicle_id", "performed_at"],
+        unique=False,
+    )
+    op.create_table(
         "invoice_lines",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("invoice_id", sa.BigInteger(), nullable=False),
@@ -490,6 +516,8 @@ def downgrade() -> None:
         "\nDROP TRIGGER IF EXISTS invoice_lines_immutable ON invoice_lines;\nDROP TRIGGER IF EXISTS invoices_immutable ON invoices;\nDROP FUNCTION IF EXISTS refuse_invoice_change();\n"
     )
     op.drop_table("invoice_lines")
+    op.drop_index("ix_maintenance_records_vehicle_performed", table_name="maintenance_records")
+    op.drop_table("maintenance_records")
     op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
     op.drop_index(op.f("ix_invoices_customer_id"), table_name="invoices")
     op.drop_table("invoices")

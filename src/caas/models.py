@@ -4,6 +4,7 @@ from caas.accounts import models as accounts_models
 from caas.billing import models as billing_models
 from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
+from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
 from caas.sales import models as sales_models
 from caas.vehicles import models as vehicles_models
@@ -14,6 +15,7 @@ __all__ = [
     "catalog_models",
     "history",
     "idempotency",
+    "maintenance_models",
     "notifications_models",
     "outbox",
     "sales_models",

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from caas.accounts.api import router as accounts_router
 from caas.billing.api import router as billing_router
 from caas.catalog.api import router as catalog_router
+from caas.maintenance.api import router as maintenance_router
 from caas.notifications.api import router as notifications_router
 from caas.sales.api import router as sales_router
 from caas.web.site import include_web
@@ -19,3 +20,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(notifications_router)
     app.include_router(catalog_router)
     include_web(app)
+    app.include_router(maintenance_router)

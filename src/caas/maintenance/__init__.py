@@ -1,0 +1,1 @@
+"""Maintenance: the plan per model, service records by workshops, and compliance."""
