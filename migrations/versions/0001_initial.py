@@ -332,6 +332,33 @@ def upgrade() -> None:
         "ix_sales_dealership_created", "sales", ["dealership_id", "created_at"], unique=False
     )
     op.create_table(
+        "deliveries",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sale_id", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("scheduled_for", sa.Date(), nullable=False),
+        sa.Column("carrier", sa.String(length=80), nullable=False),
+        sa.Column("tracking_number", sa.String(length=60), nullable=True),
+        sa.Column("recipient", sa.String(length=200), nullable=False),
+        sa.Column("street", sa.String(length=200), nullable=False),
+        sa.Column("postal_code", sa.String(length=20), nullable=False),
+        sa.Column("city", sa.String(length=120), nullable=False),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_deliveries_country_countries")
+        ),
+        sa.ForeignKeyConstraint(
+            ["sale_id"], ["sales.id"], name=op.f("fk_deliveries_sale_id_sales")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+        sa.UniqueConstraint("sale_id", name=op.f("uq_deliveries_sale_id")),
+    )
+    op.create_table(
         "payments",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("sale_id", sa.Integer(), nullable=True),
@@ -366,6 +393,34 @@ def upgrade() -> None:
     op.create_index(op.f("ix_payments_customer_id"), "payments", ["customer_id"], unique=False)
     op.create_index(op.f("ix_payments_provider_ref"), "payments", ["provider_ref"], unique=False)
     op.create_index("ix_payments_sale_kind", "payments", ["sale_id", "kind"], unique=False)
+    op.create_table(
+        "registrations",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sale_id", sa.Integer(), nullable=False),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("plate", sa.String(length=20), nullable=True),
+        sa.Column("rejection_reason", sa.Text(), nullable=True),
+        sa.Column("rejection_field", sa.String(length=40), nullable=True),
+        sa.Column("registry_field", sa.String(length=60), nullable=True),
+        sa.Column("request_payload", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("response_payload", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("registered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_registrations_country_countries")
+        ),
+        sa.ForeignKeyConstraint(
+            ["sale_id"], ["sales.id"], name=op.f("fk_registrations_sale_id_sales")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_registrations")),
+        sa.UniqueConstraint("sale_id", name=op.f("uq_registrations_sale_id")),
+    )
     op.create_table(
         "sale_features",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -524,10 +579,12 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_vehicles_owner_customer_id"), table_name="vehicles")
     op.drop_table("vehicles")
     op.drop_table("sale_features")
+    op.drop_table("registrations")
     op.drop_index("ix_payments_sale_kind", table_name="payments")
     op.drop_index(op.f("ix_payments_provider_ref"), table_name="payments")
     op.drop_index(op.f("ix_payments_customer_id"), table_name="payments")
     op.drop_table("payments")
+    op.drop_table("deliveries")
     op.drop_index("ix_sales_dealership_created", table_name="sales")
     op.drop_index(op.f("ix_sales_customer_id"), table_name="sales")
     op.drop_table("sales")

@@ -4,8 +4,10 @@ from caas.accounts import models as accounts_models
 from caas.billing import models as billing_models
 from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
+from caas.delivery import models as delivery_models
 from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
+from caas.registration import models as registration_models
 from caas.sales import models as sales_models
 from caas.vehicles import models as vehicles_models
 
@@ -13,11 +15,13 @@ __all__ = [
     "accounts_models",
     "billing_models",
     "catalog_models",
+    "delivery_models",
     "history",
     "idempotency",
     "maintenance_models",
     "notifications_models",
     "outbox",
+    "registration_models",
     "sales_models",
     "vehicles_models",
 ]

@@ -7,8 +7,10 @@ from fastapi import FastAPI
 from caas.accounts.api import router as accounts_router
 from caas.billing.api import router as billing_router
 from caas.catalog.api import router as catalog_router
+from caas.delivery.api import router as delivery_router
 from caas.maintenance.api import router as maintenance_router
 from caas.notifications.api import router as notifications_router
+from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
 from caas.web.site import include_web
 
@@ -18,6 +20,8 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(sales_router)
     app.include_router(billing_router)
     app.include_router(notifications_router)
+    app.include_router(registration_router)
+    app.include_router(delivery_router)
     app.include_router(catalog_router)
     include_web(app)
     app.include_router(maintenance_router)

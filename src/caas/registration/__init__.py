@@ -1,0 +1,1 @@
+"""Registering the car with the authority of the customer's country: one adapter per country."""
