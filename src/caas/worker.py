@@ -7,19 +7,25 @@ import threading
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from caas.core.clock import Clock
+from caas.core.clock import Clock, SystemClock
 from caas.core.outbox import Handler, Relay
 from caas.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-def build_handlers(settings: Settings) -> dict[str, Handler]:
-    """Every outbox topic with the function that delivers it; each domain adds its own."""
-    from caas.notifications.jobs import handlers as notification_handlers
+def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, Handler]:
+    """Every outbox topic with the function that delivers it; each domain adds its own.
 
+    `clock` is the relay's: handlers that change state date it with the same clock.
+    """
+    from caas.notifications.jobs import handlers as notification_handlers
+    from caas.registration.jobs import handlers as registration_handlers
+
+    clock = clock or SystemClock()
     handlers: dict[str, Handler] = {}
     handlers.update(notification_handlers(settings))
+    handlers.update(registration_handlers(settings, clock))
     return handlers
 
 
@@ -27,7 +33,7 @@ def build_relay(settings: Settings, sessions: sessionmaker[Session], clock: Cloc
     return Relay(
         sessions=sessions,
         clock=clock,
-        handlers=build_handlers(settings),
+        handlers=build_handlers(settings, clock),
         max_attempts=settings.outbox_max_attempts,
     )
 

@@ -12,10 +12,12 @@ How a request is answered, in this order:
 6. The deterministic rule: a holder's address without a house number (no digit at all in the
    street, e.g. "Calle Mayor") is refused ("domicilio incompleto...", field `domicilio` in
    Spain, `adresse`, `Halter.Straße`, `indirizzo`, `morada` elsewhere). In Germany a
-   Zulassungsbezirk without an office in the simulator is refused too (`Zulassungsbezirk`).
+   Zulassungsbezirk whose name has no letter (e.g. a postal code typed as the city) is refused
+   too (`Zulassungsbezirk`).
 7. At random with probability `rejection_rate` (reproducible with `seed`): a plausible refusal.
 8. Otherwise 201 with a new plate in the country's format, unique in that country; German
-   plates start with the district's sign (`M-` for München).
+   plates start with the district's sign (`M-` for München; a district missing from
+   `DE_DISTRICTS` gets the first letters of its name, as many real signs do: `GAR-`).
 """
 
 from __future__ import annotations
@@ -67,8 +69,17 @@ def _fr_plate(rng: random.Random, _: dict[str, Any]) -> str:
     return f"{left}-{rng.randrange(1, 1000):03d}-{right}"
 
 
+def _district_sign(district: str) -> str:
+    """The Unterscheidungszeichen of a district: the known one, else up to three of the
+    first letters of its name; empty when the name has no letter at all."""
+    if district in wire.DE_DISTRICTS:
+        return wire.DE_DISTRICTS[district]
+    letters = [c for c in district.upper() if c in string.ascii_uppercase or c in "ÄÖÜ"]
+    return "".join(letters[:3])
+
+
 def _de_plate(rng: random.Random, request: dict[str, Any]) -> str:
-    sign = wire.DE_DISTRICTS[request["Zulassungsbezirk"]]
+    sign = _district_sign(request["Zulassungsbezirk"])
     letters = "".join(rng.choices(DE_LETTERS, k=rng.choice((1, 2))))
     # A German plate holds at most eight characters besides the separators.
     digits = min(4, 8 - len(sign) - len(letters))
@@ -227,7 +238,7 @@ class Registries:
             return self._refuse(voice, "R10", ordered_reason, ordered_field)
         if not any(character.isdigit() for character in _address_of(country, request)):
             return self._refuse(voice, "R20", voice.no_house_number, voice.address_field)
-        if country == "DE" and request["Zulassungsbezirk"] not in wire.DE_DISTRICTS:
+        if country == "DE" and not _district_sign(request["Zulassungsbezirk"]):
             unknown = f"keine Zulassungsstelle für den Bezirk {request['Zulassungsbezirk']}"
             return self._refuse(voice, "R21", unknown, "Zulassungsbezirk")
         if self.rng.random() < self.rejection_rate:

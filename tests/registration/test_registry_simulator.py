@@ -84,8 +84,15 @@ def test_a_missing_field_is_refused_naming_it(registry: RegistrySim) -> None:
     assert outcome == Rejected("campo comune mancante o non valido", "city", "comune")
 
 
-def test_an_unknown_german_district_is_refused(registry: RegistrySim) -> None:
-    outcome = register(registry, "DE", city="Kleinkleckersdorf")
+def test_a_district_missing_from_the_table_gets_a_sign_from_its_name(
+    registry: RegistrySim,
+) -> None:
+    outcome = register(registry, "DE", city="Garching")
+    assert isinstance(outcome, Registered) and outcome.plate.startswith("GAR-")
+
+
+def test_a_german_district_without_a_name_is_refused(registry: RegistrySim) -> None:
+    outcome = register(registry, "DE", city="80802")
     assert isinstance(outcome, Rejected)
     assert outcome.registry_field == "Zulassungsbezirk"
     assert outcome.field == "city"
