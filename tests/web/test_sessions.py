@@ -88,7 +88,10 @@ def test_too_many_failures_show_the_rate_limit_message(
     for _ in range(settings.login_max_failures):
         submit(app_client, "/login", "/login", {"email": "operator@caas.example", "password": "x"})
     response = submit(
-        app_client, "/login", "/login", {"email": "operator@caas.example", "password": DEMO_PASSWORD}
+        app_client,
+        "/login",
+        "/login",
+        {"email": "operator@caas.example", "password": DEMO_PASSWORD},
     )
     assert response.status_code == 429
     assert 'data-code="auth.rate_limited"' in response.text

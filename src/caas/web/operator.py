@@ -9,18 +9,22 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import User
-from caas.billing import service as billing
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform, PlatformPrice
 from caas.core.api import DbSession
 from caas.core.errors import NotFound
-from caas.core.history import customer_timeline
 from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.sales.schemas import CountryCode
 from caas.web.csrf import csrf_protect
 from caas.web.display import zone_of_country
-from caas.web.orders import FILTERS_BY_COUNTRY, STATES, order_list, order_view
+from caas.web.orders import (
+    FILTERS_BY_COUNTRY,
+    STATES,
+    customer_file,
+    order_list,
+    order_view,
+)
 from caas.web.pages import OperatorPage, PageRoute, language_of, render, see_other
 
 router = APIRouter(
@@ -127,17 +131,11 @@ def customer_page(
     customer = session.get(Customer, customer_id)
     if customer is None:
         raise NotFound("no such customer", code="customer.not_found")
-    # The customer's orders are exactly those their own account may see.
     owner = session.get_one(User, customer.user_id)
-    theirs, _ = sales.list_sales(session, owner, sales.SaleFilter(limit=200))
-    language = language_of(request, user)
     context = {
         "customer": customer,
+        "file": customer_file(session, customer, owner, language=language_of(request, user)),
         "zone": zone_of_country(customer.country),
-        "orders": [order_view(session, sale, language) for sale in theirs],
-        "invoices": billing.invoices_for_customer(session, customer.id),
-        "timeline": customer_timeline(session, customer.id),
-        "manuals": [],
         "maintenance": [],
         "order_base": "/operator/orders",
     }

@@ -16,7 +16,6 @@ from caas.billing.provider import SandboxProvider
 from caas.billing.schemas import PaymentCreate
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError
-from caas.core.history import customer_timeline
 from caas.notifications import service as notifications
 from caas.sales import service as sales
 from caas.sales.models import Customer, Sale
@@ -30,7 +29,7 @@ from caas.web.display import (
     zone_of_country,
 )
 from caas.web.forms import FormErrors, FormValues, PostedForm, values_of
-from caas.web.orders import order_view
+from caas.web.orders import customer_file, order_view
 from caas.web.pages import CustomerPage, PageRoute, flash, language_of, render, see_other
 from caas.web.strings import translate
 
@@ -223,16 +222,8 @@ def live_status(
 @router.get("/file")
 def file_page(request: Request, session: DbSession, user: CustomerPage) -> Response:
     customer = _customer(session, user)
-    mine, _ = sales.list_sales(session, user, sales.SaleFilter(limit=200))
-    language = language_of(request, user)
-    context = {
-        "orders": [order_view(session, sale, language) for sale in mine],
-        "invoices": billing.invoices_for_customer(session, customer.id),
-        "timeline": customer_timeline(session, customer.id),
-        "manuals": [],
-        "maintenance": [],
-        "order_base": "/portal/orders",
-    }
+    found = customer_file(session, customer, user, language=language_of(request, user))
+    context = {"file": found, "maintenance": [], "order_base": "/portal/orders"}
     return _render(request, session, user, customer, "portal/file.html", context)
 
 
