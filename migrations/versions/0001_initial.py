@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 12:02:53.752728
+Create Date: 2026-11-23 12:01:10.151967
 """
 
 from collections.abc import Sequence
@@ -359,6 +359,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("sale_id", name=op.f("uq_deliveries_sale_id")),
     )
     op.create_table(
+        "factory_events",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("sale_id", sa.Integer(), nullable=False),
+        sa.Column("sequence", sa.Integer(), nullable=False),
+        sa.Column("stage", sa.String(length=40), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["sale_id"], ["sales.id"], name=op.f("fk_factory_events_sale_id_sales")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_factory_events")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_factory_events_event_id")),
+    )
+    op.create_index(
+        "ix_factory_events_sale_sequence", "factory_events", ["sale_id", "sequence"], unique=False
+    )
+    op.create_table(
         "payments",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("sale_id", sa.Integer(), nullable=True),
@@ -584,6 +604,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_payments_provider_ref"), table_name="payments")
     op.drop_index(op.f("ix_payments_customer_id"), table_name="payments")
     op.drop_table("payments")
+    op.drop_index("ix_factory_events_sale_sequence", table_name="factory_events")
+    op.drop_table("factory_events")
     op.drop_table("deliveries")
     op.drop_index("ix_sales_dealership_created", table_name="sales")
     op.drop_index(op.f("ix_sales_customer_id"), table_name="sales")

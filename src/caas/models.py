@@ -5,6 +5,7 @@ from caas.billing import models as billing_models
 from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
 from caas.delivery import models as delivery_models
+from caas.factory import models as factory_models
 from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
 from caas.registration import models as registration_models
@@ -16,6 +17,7 @@ __all__ = [
     "billing_models",
     "catalog_models",
     "delivery_models",
+    "factory_models",
     "history",
     "idempotency",
     "maintenance_models",

@@ -8,6 +8,7 @@ from caas.accounts.api import router as accounts_router
 from caas.billing.api import router as billing_router
 from caas.catalog.api import router as catalog_router
 from caas.delivery.api import router as delivery_router
+from caas.factory.api import router as factory_router
 from caas.maintenance.api import router as maintenance_router
 from caas.notifications.api import router as notifications_router
 from caas.registration.api import router as registration_router
@@ -20,6 +21,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(sales_router)
     app.include_router(billing_router)
     app.include_router(notifications_router)
+    app.include_router(factory_router)
     app.include_router(registration_router)
     app.include_router(delivery_router)
     app.include_router(catalog_router)

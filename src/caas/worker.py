@@ -19,12 +19,14 @@ def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, 
 
     `clock` is the relay's: handlers that change state date it with the same clock.
     """
+    from caas.factory.jobs import handlers as factory_handlers
     from caas.notifications.jobs import handlers as notification_handlers
     from caas.registration.jobs import handlers as registration_handlers
 
     clock = clock or SystemClock()
     handlers: dict[str, Handler] = {}
     handlers.update(notification_handlers(settings))
+    handlers.update(factory_handlers(settings, clock))
     handlers.update(registration_handlers(settings, clock))
     return handlers
 

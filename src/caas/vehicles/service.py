@@ -1,0 +1,79 @@
+"""The car's record: its birth at the factory and how other domains find it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from caas.core.errors import Conflict, NotFound
+from caas.core.history import Actor, record
+from caas.protocol import vin as vin_rules
+from caas.vehicles.models import Vehicle
+
+
+def vehicle_for_sale(session: Session, sale_id: int) -> Vehicle | None:
+    """The car built for a sale, once the factory has produced it."""
+    return session.scalars(select(Vehicle).where(Vehicle.sale_id == sale_id)).first()
+
+
+def find_vehicle_by_vin(session: Session, vin: str) -> Vehicle | None:
+    return session.scalars(select(Vehicle).where(Vehicle.vin == vin.upper())).first()
+
+
+def get_vehicle_by_vin(session: Session, vin: str) -> Vehicle:
+    """The car with this VIN; 404 when there is none."""
+    vehicle = find_vehicle_by_vin(session, vin)
+    if vehicle is None:
+        raise NotFound("no car with this VIN", code="vehicle.not_found")
+    return vehicle
+
+
+def record_birth(
+    session: Session,
+    *,
+    vin: str,
+    public_key: str,
+    sale_id: int,
+    platform_id: int,
+    owner_customer_id: int,
+    software_version: str,
+    built_at: datetime,
+    actor: Actor,
+    now: datetime,
+) -> Vehicle:
+    """The car's twin begins: its identity as the factory built it, and `car.born` in history.
+
+    The VIN must be valid (ISO 3779 check digit) and not already taken by another car.
+    """
+    vin_rules.validate(vin)
+    if find_vehicle_by_vin(session, vin) is not None:
+        raise Conflict("another car already has this VIN", code="vehicle.vin_taken", vin=vin)
+    vehicle = Vehicle(
+        vin=vin,
+        sale_id=sale_id,
+        platform_id=platform_id,
+        owner_customer_id=owner_customer_id,
+        public_key=public_key,
+        software_version=software_version,
+        built_at=built_at,
+    )
+    session.add(vehicle)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="vehicle",
+        subject_id=vehicle.id,
+        customer_id=owner_customer_id,
+        event="car.born",
+        details={
+            "vin": vin,
+            "sale_id": sale_id,
+            "software_version": software_version,
+            "built_at": built_at.isoformat(),
+        },
+    )
+    return vehicle
