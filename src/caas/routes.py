@@ -9,6 +9,7 @@ from caas.billing.api import router as billing_router
 from caas.catalog.api import router as catalog_router
 from caas.delivery.api import router as delivery_router
 from caas.factory.api import router as factory_router
+from caas.files.api import router as files_router
 from caas.maintenance.api import router as maintenance_router
 from caas.notifications.api import router as notifications_router
 from caas.registration.api import router as registration_router
@@ -27,3 +28,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(catalog_router)
     include_web(app)
     app.include_router(maintenance_router)
+    app.include_router(files_router)

@@ -13,11 +13,13 @@ from caas.accounts.models import User
 from caas.accounts.security import hash_password
 from caas.catalog.models import Platform
 from caas.core.settings import Settings
+from caas.protocol.payments import CARD_SUCCEEDS
 from caas.sales import service as sales
 from caas.sales.models import Customer, Sale
 from caas.sales.schemas import CommercialPlan, CustomerIdentity
 from caas.seed import DEMO_PASSWORD
 from caas.vehicles.models import Vehicle
+from tests.billing.conftest import PaymentSandbox
 from tests.factories import customer_payload, salesperson
 
 
@@ -98,3 +100,44 @@ def car_for(
 def login(client: TestClient, email: str, password: str = DEMO_PASSWORD) -> None:
     response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
+
+
+def another_sale(
+    db: Session, sold: SoldCustomer, *, settings: Settings, now: datetime, at_country: str
+) -> Sale:
+    """The same customer buys again, this time from the demo dealership of `at_country`."""
+    customer = sold.customer
+    identity = CustomerIdentity(
+        country=customer.country,
+        first_name=customer.first_name,
+        last_name=customer.last_name,
+        national_id=customer.national_id,
+        email=customer.email,
+        phone=customer.phone,
+        street=customer.street,
+        postal_code=customer.postal_code,
+        city=customer.city,
+        language=customer.language,
+    )
+    return sales.create_sale(
+        db,
+        salesperson=salesperson(db, at_country),
+        identity=identity,
+        plan=CommercialPlan(
+            platform="CIRRUS", features=[], service_period_months=36, maintenance_included=False
+        ),
+        settings=settings,
+        now=now,
+    )
+
+
+def pay_deposit(client: TestClient, sandbox: PaymentSandbox, sold: SoldCustomer) -> None:
+    """The customer pays the deposit in their portal with a card the payment sandbox accepts."""
+    login(client, sold.email)
+    response = client.post(
+        f"/api/v1/sales/{sold.sale.id}/payments",
+        json={"kind": "deposit", "card_token": sandbox.token(CARD_SUCCEEDS)},
+        headers={"Idempotency-Key": f"deposit-{sold.sale.id}"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "captured", response.text

@@ -1,0 +1,1 @@
+"""The customer's file ("expediente"): purchases, manuals, maintenance, invoices, timeline."""
