@@ -53,19 +53,50 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    admin_url, server = _admin_url(tmp_path_factory.mktemp("db"))
-    name = f"caas_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(admin_url, name)
-    upgrade(url)
-    _load_demo_data(url)
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server where the suite may create and drop its own databases."""
+    url, server = _admin_url(tmp_path_factory.mktemp("db"))
     yield url
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if server is not None:
         server.cleanup()
+
+
+class ScratchDatabases:
+    """Creates databases with the schema (and demo data) for one run, and drops them after."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.names: list[str] = []
+
+    def create(self, *, migrate: bool = True, demo_data: bool = True) -> str:
+        name = f"caas_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        url = _with_database(self.admin_url, name)
+        if migrate:
+            upgrade(url)
+        if migrate and demo_data:
+            _load_demo_data(url)
+        return url
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            for name in self.names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def scratch_databases(admin_url: str) -> Iterator[ScratchDatabases]:
+    databases = ScratchDatabases(admin_url)
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(scratch_databases: ScratchDatabases) -> str:
+    """The run's main database: schema from Alembic and demo data, shared by most tests."""
+    return scratch_databases.create()
 
 
 def _load_demo_data(url: str) -> None:
@@ -147,6 +178,16 @@ class SmtpInbox:
 
     def stop(self) -> None:
         self._controller.stop()
+
+    @staticmethod
+    def text_of(message: Message) -> str:
+        """The plain-text body of a message, multipart or not."""
+        for part in message.walk():
+            if part.get_content_type() == "text/plain":
+                payload = part.get_payload(decode=True)
+                assert isinstance(payload, bytes)
+                return payload.decode(part.get_content_charset() or "utf-8")
+        raise AssertionError("the message has no text/plain part")
 
     def to(self, address: str) -> list[Message]:
         return [m for m in self.messages if address in (m.get("To") or "")]

@@ -55,7 +55,7 @@ def test_sale_creates_customer_and_sends_activation_link_not_password(
     assert smtp.messages == []  # nothing leaves before the relay runs after commit
     build_relay(settings, sessions, clock).run_once()
     (mail,) = smtp.to(payload["customer"]["email"])
-    body = mail.get_payload(decode=True).decode()
+    body = smtp.text_of(mail)
     assert "http://testserver/activate?token=" in body
     assert DEMO_PASSWORD not in body
     assert mail["Subject"].startswith("Bienvenido")
