@@ -41,6 +41,7 @@ def test_each_roles_pages_render_with_their_headings(
             "/operator/catalog": "<h1>Catalog</h1>",
             f"/operator/customers/{sold.customer.id}": "<h1>Customer file:",
         },
+        "workshop@caas.example": {"/workshop": "<h1>Find a car</h1>"},
     }
     for email, expected in pages.items():
         log_in(app_client, email)
@@ -81,10 +82,10 @@ def test_every_text_a_template_names_is_written_in_english() -> None:
     assert missing == []
 
 
-def test_the_spanish_texts_translate_existing_keys_with_the_same_placeholders() -> None:
+def test_every_text_is_written_in_spanish_too_with_the_same_placeholders() -> None:
+    assert sorted(set(TEXTS["en"]) ^ set(TEXTS["es"])) == []
     placeholder = re.compile(r"\{(\w+)\}")
     for key, text in TEXTS["es"].items():
-        assert key in TEXTS["en"], key
         assert set(placeholder.findall(text)) == set(placeholder.findall(TEXTS["en"][key])), key
 
 
@@ -92,3 +93,13 @@ def test_the_spanish_texts_translate_existing_keys_with_the_same_placeholders() 
 def test_an_unwritten_key_falls_back_to_english_then_to_the_key(language: str) -> None:
     assert translate(language, "nav.sales") in ("Sales", "Ventas")
     assert translate(language, "no.such.key") == "no.such.key"
+
+
+def test_pages_send_scripts_only_from_this_site_and_cards_only_to_the_provider(
+    app_client: TestClient, settings: Settings
+) -> None:
+    headers = app_client.get("/login").headers
+    policy = headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert f"connect-src 'self' {settings.browser_payment_url.rstrip('/')}" in policy
+    assert headers["referrer-policy"] == "no-referrer"  # the activation token stays here

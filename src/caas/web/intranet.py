@@ -22,6 +22,7 @@ from caas.core.idempotency import once
 from caas.core.settings import Settings
 from caas.delivery import service as delivery
 from caas.delivery.schemas import DeliveryCreate, DeliveryDispatch
+from caas.files import service as files
 from caas.registration import service as registration
 from caas.registration.schemas import CustomerCorrection
 from caas.sales import service as sales
@@ -30,7 +31,7 @@ from caas.sales.read import quote_read
 from caas.sales.schemas import CountryCode, QuoteCreate, QuoteRead, SaleCreate
 from caas.web.csrf import CSRF_FIELD, csrf_protect
 from caas.web.forms import FormErrors, FormValues, PostedForm, values_of
-from caas.web.orders import STATES, order_list, order_view
+from caas.web.orders import STATES, customer_file_page, order_list, order_view
 from caas.web.pages import DealerPage, PageRoute, flash, language_of, render, see_other
 
 router = APIRouter(
@@ -247,7 +248,7 @@ def _render_sale(
         "order": view,
         "zone": view.zone,
         "can_act": True,
-        "file_url": None,
+        "file_url": f"/intranet/customers/{sale.customer_id}",
         "values": values or {},
         "errors": errors,
     }
@@ -465,3 +466,15 @@ def complete_delivery(
         act=lambda sale: delivery.complete_delivery(session, sale, actor=actor_of(user), now=now),
         done="flash.delivery_updated",
     )
+
+
+@router.get("/customers/{customer_id}")
+def customer_page(
+    request: Request, customer_id: int, session: DbSession, clock: ClockDep, user: DealerPage
+) -> Response:
+    """The part of a customer's file about this dealership's sales (404 for anyone else's)."""
+    scope = files.file_for(session, user, customer_id)
+    language = language_of(request, user)
+    context = customer_file_page(session, scope, language=language, now=clock.now())
+    context["order_base"] = "/intranet/sales"
+    return render(request, "customer_file.html", context)

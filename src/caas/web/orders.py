@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import User
 from caas.billing import service as billing
-from caas.billing.models import Invoice, Payment
-from caas.catalog.manuals import MANUAL_LANGUAGES
+from caas.billing.models import Payment
+from caas.catalog import service as catalog
 from caas.catalog.models import Feature
-from caas.core.history import HistoryEntry, customer_timeline, subject_history
+from caas.core.history import HistoryEntry, subject_history
 from caas.delivery.models import Delivery
 from caas.delivery.service import delivery_of
+from caas.files import service as files
+from caas.files.service import FileScope
 from caas.registration.read import registration_read
 from caas.registration.schemas import RegistrationRead
 from caas.registration.service import registration_of
 from caas.sales import service as sales
-from caas.sales.models import Customer, Sale
+from caas.sales.models import Sale
 from caas.sales.read import sale_read, sale_summary
 from caas.sales.rules import STATE_LABELS
 from caas.sales.schemas import SaleRead, SaleSummary
@@ -130,44 +134,17 @@ def order_list(
     )
 
 
-@dataclass(frozen=True)
-class Manual:
-    title: str
-    language: str
-    url: str
-
-
-@dataclass(frozen=True)
-class CustomerFile:
-    """The customer's file ("expediente"): purchases, manuals, maintenance, invoices, history."""
-
-    customer: Customer
-    orders: list[OrderView]
-    manuals: list[Manual]
-    invoices: list[Invoice]
-    timeline: list[HistoryEntry]
-
-
-def customer_file(
-    session: Session, customer: Customer, owner: User, *, language: str
-) -> CustomerFile:
-    """`owner` is the customer's own account: their orders are exactly those it may see."""
-    theirs, _ = sales.list_sales(session, owner, sales.SaleFilter(limit=200))
-    orders = [order_view(session, sale, language) for sale in theirs]
-    models = {order.read.platform: order.read.platform_name for order in orders}
-    manuals = [
-        Manual(
-            title=name,
-            language=manual_language,
-            url=f"/api/v1/platforms/{code}/manual.pdf?lang={manual_language}",
-        )
-        for code, name in sorted(models.items())
-        for manual_language in MANUAL_LANGUAGES
-    ]
-    return CustomerFile(
-        customer=customer,
-        orders=orders,
-        manuals=manuals,
-        invoices=billing.invoices_for_customer(session, customer.id),
-        timeline=customer_timeline(session, customer.id),
+def customer_file_page(
+    session: Session, scope: FileScope, *, language: str, now: datetime
+) -> dict[str, Any]:
+    """What a file page shows: the file as its reader may see it, with option names."""
+    zone = zone_of_country(scope.customer.country)
+    found = files.customer_file(
+        session, scope, language=language, today=now.astimezone(ZoneInfo(zone)).date()
     )
+    option_names = {
+        (platform.code, feature.code): feature.name
+        for platform in catalog.list_platforms(session)
+        for feature in catalog.platform_features(session, platform.id)
+    }
+    return {"file": found, "option_names": option_names, "zone": zone}

@@ -6,7 +6,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import structlog
 from fastapi import Depends, Request, Response
@@ -123,7 +123,33 @@ def render(
     }
     page.update(context or {})
     body = _environment.get_template(template).render(page)
-    return HTMLResponse(body, status_code=status_code)
+    return HTMLResponse(body, status_code=status_code, headers=_page_headers(request))
+
+
+def _page_headers(request: Request) -> dict[str, str]:
+    """Scripts and forms only from this site; card numbers only to the payment provider; the
+    activation link's token never leaves in a Referer."""
+    settings = request.app.state.settings
+    provider = urlsplit(settings.browser_payment_url)
+    provider_origin = f"{provider.scheme}://{provider.netloc}" if provider.netloc else ""
+    policy = "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            f"connect-src 'self' {provider_origin}".strip(),
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'self'",
+        )
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
 
 
 def render_error(request: Request, status_code: int, message: str) -> HTMLResponse:

@@ -16,6 +16,7 @@ from caas.billing.provider import SandboxProvider
 from caas.billing.schemas import PaymentCreate
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError
+from caas.files import service as files
 from caas.notifications import service as notifications
 from caas.sales import service as sales
 from caas.sales.models import Customer, Sale
@@ -29,7 +30,7 @@ from caas.web.display import (
     zone_of_country,
 )
 from caas.web.forms import FormErrors, FormValues, PostedForm, values_of
-from caas.web.orders import customer_file, order_view
+from caas.web.orders import customer_file_page, order_view
 from caas.web.pages import CustomerPage, PageRoute, flash, language_of, render, see_other
 from caas.web.strings import translate
 
@@ -220,11 +221,14 @@ def live_status(
 
 
 @router.get("/file")
-def file_page(request: Request, session: DbSession, user: CustomerPage) -> Response:
-    customer = _customer(session, user)
-    found = customer_file(session, customer, user, language=language_of(request, user))
-    context = {"file": found, "maintenance": [], "order_base": "/portal/orders"}
-    return _render(request, session, user, customer, "portal/file.html", context)
+def file_page(
+    request: Request, session: DbSession, clock: ClockDep, user: CustomerPage
+) -> Response:
+    scope = files.own_file(session, user)
+    language = language_of(request, user)
+    context = customer_file_page(session, scope, language=language, now=clock.now())
+    context["order_base"] = "/portal/orders"
+    return _render(request, session, user, scope.customer, "portal/file.html", context)
 
 
 @router.get("/notifications")

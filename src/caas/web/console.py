@@ -8,20 +8,17 @@ from typing import Annotated, get_args
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from caas.accounts.models import User
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform, PlatformPrice
-from caas.core.api import DbSession
-from caas.core.errors import NotFound
+from caas.core.api import ClockDep, DbSession
+from caas.files import service as files
 from caas.sales import service as sales
-from caas.sales.models import Customer
 from caas.sales.schemas import CountryCode
 from caas.web.csrf import csrf_protect
-from caas.web.display import zone_of_country
 from caas.web.orders import (
     FILTERS_BY_COUNTRY,
     STATES,
-    customer_file,
+    customer_file_page,
     order_list,
     order_view,
 )
@@ -126,17 +123,10 @@ def catalog_page(request: Request, session: DbSession, _: OperatorPage) -> Respo
 
 @router.get("/customers/{customer_id}")
 def customer_page(
-    request: Request, customer_id: int, session: DbSession, user: OperatorPage
+    request: Request, customer_id: int, session: DbSession, clock: ClockDep, user: OperatorPage
 ) -> Response:
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        raise NotFound("no such customer", code="customer.not_found")
-    owner = session.get_one(User, customer.user_id)
-    context = {
-        "customer": customer,
-        "file": customer_file(session, customer, owner, language=language_of(request, user)),
-        "zone": zone_of_country(customer.country),
-        "maintenance": [],
-        "order_base": "/operator/orders",
-    }
-    return render(request, "operator/customer.html", context)
+    scope = files.file_for(session, user, customer_id)
+    language = language_of(request, user)
+    context = customer_file_page(session, scope, language=language, now=clock.now())
+    context["order_base"] = "/operator/orders"
+    return render(request, "customer_file.html", context)
