@@ -238,3 +238,17 @@ def test_a_refused_registration_is_corrected_retried_and_the_car_delivered_from_
     )
     assert again.status_code == 409
     assert "cannot go from" in again.text
+
+
+def test_the_dealer_opens_the_file_of_their_own_customers_only(
+    app_client: TestClient, db: Session
+) -> None:
+    log_in(app_client, DEALER)
+    order_url = close_sale_through_form(app_client, sale_payload()).headers["location"]
+    customer_id = db.scalars(select(Sale.customer_id)).one()
+    assert f'href="/intranet/customers/{customer_id}"' in app_client.get(order_url).text
+    file_page = app_client.get(f"/intranet/customers/{customer_id}")
+    assert file_page.status_code == 200
+    assert "Sale closed" in text_of(file_page.text)
+    log_in(app_client, "sales.lyon@caas.example")
+    assert app_client.get(f"/intranet/customers/{customer_id}").status_code == 404
