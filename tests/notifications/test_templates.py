@@ -84,3 +84,16 @@ def test_html_alternative_has_clickable_links_and_escapes_the_values() -> None:
 
 def test_in_app_messages_link_to_the_portal_relatively() -> None:
     assert "\n/portal\n" in render("order.body", "en", ORDER).text
+
+
+def test_payment_received_names_the_deposit_or_the_final_payment() -> None:
+    paid = {**ORDER, "kind": "deposit", "amount_minor": 394_460, "currency": "EUR"}
+    assert (
+        render("payment.received", "en", paid).subject == "Deposit received for order S2026-000042"
+    )
+    assert (
+        render("payment.received", "es", paid).subject == "Señal recibida del pedido S2026-000042"
+    )
+    final = {**paid, "kind": "final"}
+    assert render("payment.received", "de", final).subject.startswith("Restzahlung erhalten")
+    assert render("payment.received", "en", ORDER).subject.startswith("Payment received")
