@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +21,15 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    """The commands configure logging for a whole process; give pytest its handlers back."""
+def keep_process_state() -> Iterator[None]:
+    """The commands set up logging and signals for a whole process; give pytest its own back."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @pytest.fixture
@@ -79,6 +83,19 @@ def test_bad_input_is_one_line_on_stderr_and_exit_code_2(args: list[str], says: 
     assert result.stdout == ""
     assert result.stderr.strip().startswith(says)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_on_a_taken_port_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["demo", "--port", str(port), "--data-dir", str(tmp_path)]
+        result = runner.invoke(app, args, env={"CAAS_ENV": "demo"})
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"caas demo: port {port} on 127.0.0.1 is not free")
+    assert "--port" in line
 
 
 @pytest.mark.parametrize("command", ["migrate", "seed", "api", "worker"])

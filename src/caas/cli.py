@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,9 +19,9 @@ from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
 from caas import __version__
-from caas.core.logging import configure_logging
-from caas.core.settings import Settings
-from caas.runtime import Runtime, StartupError, display_url, read_settings, require_database_url
+
+if TYPE_CHECKING:  # the platform is imported by the command that needs it: `--help` stays fast
+    from caas.core.settings import Settings
 
 # Bad input exits with 2, like a usage error: the person must change the command, not retry.
 BAD_INPUT = 2
@@ -109,7 +109,10 @@ def main(
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a file or a pipe: keep URLs and e-mails whole in the tables
+        console.width = max(console.width, 160)
+    return console
 
 
 def _stderr() -> Console:
@@ -119,6 +122,8 @@ def _stderr() -> Console:
 @contextmanager
 def _startup_checks() -> Iterator[None]:
     """A `StartupError` becomes the command's one-line error."""
+    from caas.runtime import StartupError
+
     try:
         yield
     except StartupError as error:
@@ -126,6 +131,9 @@ def _startup_checks() -> Iterator[None]:
 
 
 def _settings() -> Settings:
+    from caas.core.logging import configure_logging
+    from caas.runtime import read_settings
+
     with _startup_checks():
         settings = read_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -144,6 +152,7 @@ def _interrupt_on_sigterm() -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database at CAAS_DATABASE_URL to the newest schema (alembic upgrade head)."""
+    from caas.runtime import display_url, require_database_url
     from caas.runtime import migrate as upgrade_database
 
     settings = _settings()
@@ -160,6 +169,8 @@ def seed() -> None:
 
     Safe to run again: what exists is kept, nothing is duplicated.
     """
+    from caas.runtime import Runtime
+
     settings = _settings()
     with _startup_checks():
         runtime = Runtime.connect(settings)
@@ -181,6 +192,8 @@ def api(
     """Serve the HTTP API and web pages on CAAS_DATABASE_URL (stateless: run many)."""
     import uvicorn
 
+    from caas.runtime import Runtime
+
     settings = _settings()
     with _startup_checks():
         runtime = Runtime.connect(settings)
@@ -196,6 +209,8 @@ def worker() -> None:
 
     Run as many as you like: they never take the same message twice.
     """
+    from caas.runtime import Runtime
+
     settings = _settings()
     with _startup_checks():
         runtime = Runtime.connect(settings)

@@ -157,7 +157,7 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
             asyncio.run(_serve(servers, on_ready=ready))
         except SystemExit:  # uvicorn exits this way when an app's startup fails
             raise StartupError("a server failed to start (see the log above)") from None
-        progress.print("Stopping the worker, the mail catcher and the database…")
+        progress.print("Stopping…")
 
 
 def demo_settings(ports: DemoPorts, *, database_url: str, data_dir: Path) -> Settings:
@@ -316,7 +316,7 @@ def _build_apps(
     from caas_sim import factory, mail, payments, registry
 
     settings = runtime.settings
-    catcher = mail.MailCatcher(host=HOST, smtp_port=ports.smtp)
+    catcher = mail.MailCatcher(host=HOST, smtp_port=ports.smtp, directory=data_dir / "mail")
     catcher.start()
     stack.callback(catcher.stop)
     return {
@@ -425,5 +425,5 @@ def _remove_state(path: Path) -> None:
 
 def _quiet_startup_logs() -> None:
     """The demo prints its own progress; these libraries' routine chatter would drown it."""
-    for name in ("uvicorn.error", "alembic", "pgserver"):
+    for name in ("uvicorn.error", "alembic", "pgserver", "mail.log"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,166 @@
+"""`caas demo` as a real process: starts everything, says where, stops cleanly, keeps its data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from caas.core.net import free_port
+from caas.seed import COUNTRIES, DEALERSHIPS, DEMO_PASSWORD, STAFF
+from tests.scratch import count_rows, scratch_database
+
+CAAS = Path(sys.executable).with_name("caas")
+START_SECONDS = 90.0  # a deadline for busy machines; a quiet one starts in a few seconds
+STOP_SECONDS = 10.0
+
+
+@dataclass
+class DemoProcess:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    stdout: Path
+    stderr: Path
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.data_dir / "demo.json").read_text())
+        return state
+
+    def printed(self) -> str:
+        return self.stdout.read_text()
+
+    def log(self) -> str:
+        return self.stderr.read_text()
+
+    def wait_until_ready(self) -> None:
+        """Poll: the demo writes demo.json once every server listens, then /readyz answers."""
+        deadline = time.monotonic() + START_SECONDS
+        while not (self.data_dir / "demo.json").exists():
+            if self.process.poll() is not None:
+                raise AssertionError(f"demo exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"demo not ready within {START_SECONDS} s:\n{self.log()}")
+            time.sleep(0.1)
+        api = self.state["urls"]["api_docs"].removesuffix("/docs")
+        assert httpx.get(f"{api}/readyz", timeout=5).json() == {"status": "ready"}
+
+    def stop(self, signum: signal.Signals = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=STOP_SECONDS)
+
+
+def demo_environment(database_url: str | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CAAS_")}
+    env.update(CAAS_ENV="demo", CAAS_LOG_FORMAT="json")
+    if database_url is not None:
+        env["CAAS_DATABASE_URL"] = database_url
+    return env
+
+
+@pytest.fixture
+def start_demo(tmp_path: Path) -> Iterator[Any]:
+    """Start `caas demo` on a free port; every process started is stopped at the end."""
+    started: list[DemoProcess] = []
+
+    def start(data_dir: Path, *, port: int, database_url: str | None) -> DemoProcess:
+        run = len(started)
+        stdout, stderr = tmp_path / f"stdout-{run}.txt", tmp_path / f"stderr-{run}.txt"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            process = subprocess.Popen(
+                [str(CAAS), "demo", "--port", str(port), "--data-dir", str(data_dir)],
+                stdout=out,
+                stderr=err,
+                env=demo_environment(database_url),
+            )
+        demo = DemoProcess(process, data_dir, stdout, stderr)
+        started.append(demo)
+        return demo
+
+    yield start
+    for demo in started:
+        if demo.process.poll() is None:
+            demo.process.kill()
+            demo.process.wait()
+
+
+def test_two_demos_run_side_by_side_stop_cleanly_and_keep_their_data(
+    start_demo: Any, database_url: str, tmp_path: Path
+) -> None:
+    with (
+        scratch_database(database_url, prefix="caas_demo") as first_db,
+        scratch_database(database_url, prefix="caas_demo") as second_db,
+    ):
+        port = free_port()
+        first = start_demo(tmp_path / "one", port=port, database_url=first_db)
+        second = start_demo(tmp_path / "two", port=free_port(), database_url=second_db)
+        first.wait_until_ready()
+        second.wait_until_ready()
+
+        urls = first.state["urls"]
+        assert urls["portal"] == f"http://127.0.0.1:{port}/login"
+        printed = first.printed()
+        for url in urls.values():
+            assert url in printed
+        for login in ["sales.madrid@caas.example", "operator@caas.example", DEMO_PASSWORD]:
+            assert login in printed
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        assert httpx.get(urls["mail_inbox"]).status_code == 200
+        settings = first.state["settings"]
+        assert settings["public_url"] == f"http://127.0.0.1:{port}"
+        assert settings["factory_url"] == urls["factory"]
+        assert set(first.state["ports"].values()).isdisjoint(second.state["ports"].values())
+        users = count_rows(first_db, "users")
+        assert users == len(DEALERSHIPS) + len(STAFF)
+
+        assert first.stop(signal.SIGINT) == 0
+        assert "Traceback" not in first.log()
+        assert not (first.data_dir / "demo.json").exists()
+
+        again = start_demo(first.data_dir, port=port, database_url=first_db)
+        again.wait_until_ready()
+        assert count_rows(first_db, "users") == users
+        assert count_rows(first_db, "countries") == len(COUNTRIES)
+        assert count_rows(first_db, "dealerships") == len(DEALERSHIPS)
+
+        assert again.stop(signal.SIGINT) == 0
+        assert second.stop(signal.SIGTERM) == 0
+        assert "Traceback" not in again.log() + second.log()
+
+
+@pytest.fixture
+def outside_pytest_tmp() -> Iterator[Path]:
+    """As root, pgserver runs PostgreSQL as its own user, which must reach the data; pytest keeps
+    its temporary root private (and makes it so again when another session starts)."""
+    path = Path(tempfile.mkdtemp(prefix="caas-demo-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(find_spec("pgserver") is None, reason="needs the pgserver wheel")
+def test_demo_without_database_url_runs_and_stops_its_embedded_postgres(
+    start_demo: Any, outside_pytest_tmp: Path
+) -> None:
+    data_dir = outside_pytest_tmp / "demo"
+    demo = start_demo(data_dir, port=free_port(), database_url=None)
+    demo.wait_until_ready()
+    assert (data_dir / "pg" / "PG_VERSION").exists()
+    assert (data_dir / "pg" / "postmaster.pid").exists()
+    assert "sales.madrid@caas.example" in demo.printed()
+
+    assert demo.stop() == 0
+    assert "Traceback" not in demo.log()
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
