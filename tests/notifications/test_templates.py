@@ -54,6 +54,12 @@ def test_details_passed_by_the_caller_appear_in_the_message() -> None:
     assert "bad id" in rejected.text
     shipped = render("order.shipped", "en", {**ORDER, "carrier": "TransAuto"})
     assert "Carrier: TransAuto." in shipped.text
+    ordered = render("order.ordered", "en", {**ORDER, "factory_reference": "F-77"})
+    assert "(factory reference F-77)" in ordered.text
+    built = render("order.assembly", "es", {**ORDER, "vin": "1M8GDM9AXKP042788"})
+    assert "(VIN): 1M8GDM9AXKP042788" in built.text
+    moving = render("order.in_transit", "fr", {**ORDER, "tracking_number": "TA-123"})
+    assert "Numéro de suivi : TA-123." in moving.text
 
 
 def test_dates_and_money_are_formatted_for_the_readers_locale_and_clock() -> None:
