@@ -32,8 +32,8 @@ from tests.servers import ServerThread, serving, wait_until
 API_KEY = "test-payment-api-key"
 WEBHOOK_SECRET = "test-payment-webhook-secret"
 # The platform gives up on the provider after this long; the late test card answers later.
-PLATFORM_TIMEOUT = 1.0
-LATE_SECONDS = 2.0
+PLATFORM_TIMEOUT = 2.0
+LATE_SECONDS = 4.0
 
 
 @dataclass

@@ -9,7 +9,10 @@ from sqlalchemy.orm import Session
 
 from caas.billing import service
 from caas.billing.models import Invoice, Payment
+from caas.billing.provider import SandboxProvider
+from caas.billing.service import PROVIDER
 from caas.core.clock import FixedClock
+from caas.core.errors import Conflict
 from caas.core.history import customer_timeline
 from caas.core.outbox import pending
 from caas.core.settings import Settings
@@ -19,10 +22,13 @@ from caas.protocol.payments import (
     CARD_DECLINED,
     CARD_PROVIDER_ERROR,
     CARD_SUCCEEDS,
+    Authorization,
+    CardSummary,
+    Event,
 )
 from caas.protocol.webhooks import sign
 from caas.sales.models import Sale
-from tests.billing.conftest import PaymentSandbox, buyer, deliver, login, pay
+from tests.billing.conftest import WEBHOOK_SECRET, PaymentSandbox, buyer, deliver, login, pay
 
 
 def _payment(db: Session, payment_id: int) -> Payment:
@@ -324,14 +330,62 @@ def test_webhook_with_a_wrong_or_missing_signature_is_401(
     first = pay(
         app_client, who.sale.id, "deposit", payment_sandbox.token(CARD_ANSWERS_LATE), "sig-test-1"
     )
-    reference = _payment(db, first.json()["id"]).reference
-    received = payment_sandbox.inbox.wait_for(reference, "authorization.succeeded")
+    payment = _payment(db, first.json()["id"])
+    forged_event = Event(
+        id="evt_forged",
+        type="capture.succeeded",
+        created_at=clock.now(),
+        authorization=Authorization(
+            id="auth_forged",
+            status="captured",
+            amount_minor=payment.amount_minor,
+            captured_minor=payment.amount_minor,
+            currency=payment.currency,
+            reference=payment.reference,
+            card=CardSummary(brand="visa", last4="4242", exp_month=12, exp_year=2040),
+            created_at=clock.now(),
+        ),
+    )
+    body = forged_event.model_dump_json().encode()
     url = "/api/v1/webhooks/payments"
     plain = {"Content-Type": "application/json"}
-    assert app_client.post(url, content=received.body, headers=plain).status_code == 401
-    forged = {**plain, "X-Caas-Signature": sign(received.body, "not-the-secret")}
-    answer = app_client.post(url, content=received.body, headers=forged)
+    assert app_client.post(url, content=body, headers=plain).status_code == 401
+    forged = {**plain, "X-Caas-Signature": sign(body, "not-the-secret")}
+    answer = app_client.post(url, content=body, headers=forged)
     assert answer.status_code == 401
     assert answer.json()["code"] == "webhook.bad_signature"
-    assert _payment(db, first.json()["id"]).state == "pending"
+    stale = {**plain, "X-Caas-Signature": sign(body, WEBHOOK_SECRET, timestamp=1_000_000_000)}
+    assert app_client.post(url, content=body, headers=stale).status_code == 401
+    assert _payment(db, payment.id).state == "pending"
     assert _state(db, who.sale.id) == "awaiting_deposit"
+
+
+def test_a_refund_gives_the_money_back_once_and_the_event_repeats_nothing(
+    app_client: TestClient,
+    db: Session,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    who = buyer(db, settings, clock)
+    login(app_client, who.customer.email)
+    paid = pay(
+        app_client, who.sale.id, "deposit", payment_sandbox.token(CARD_SUCCEEDS), "refund-01"
+    )
+    payment = _payment(db, paid.json()["id"])
+    with SandboxProvider.from_settings(settings) as provider:
+        service.refund_payment(
+            db, payment, amount_minor=None, provider=provider, actor=PROVIDER, now=clock.now()
+        )
+        assert payment.state == "refunded"
+        assert service.amount_paid(db, who.sale.id) == 0
+        with pytest.raises(Conflict):
+            service.refund_payment(
+                db, payment, amount_minor=1, provider=provider, actor=PROVIDER, now=clock.now()
+            )
+    db.commit()
+    refunds = [s for s in payment_sandbox.settlements(payment.reference) if s.kind == "refund"]
+    assert [s.amount_minor for s in refunds] == [payment.amount_minor]
+    event = payment_sandbox.inbox.wait_for(payment.reference, "refund.succeeded")
+    assert deliver(app_client, event)["state"] == "refunded"
+    assert _payment(db, payment.id).refunded_minor == payment.amount_minor

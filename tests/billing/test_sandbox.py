@@ -15,14 +15,14 @@ from caas.protocol.payments import (
     CARD_SUCCEEDS,
 )
 from caas.protocol.webhooks import verify
-from tests.billing.conftest import API_KEY, WEBHOOK_SECRET, PaymentSandbox
+from tests.billing.conftest import API_KEY, PLATFORM_TIMEOUT, WEBHOOK_SECRET, PaymentSandbox
 
 EUR = Money(10_000, "EUR")
 
 
 @pytest.fixture
 def provider(payment_sandbox: PaymentSandbox) -> SandboxProvider:
-    return SandboxProvider(payment_sandbox.url, API_KEY, timeout_seconds=1.0)
+    return SandboxProvider(payment_sandbox.url, API_KEY, timeout_seconds=PLATFORM_TIMEOUT)
 
 
 def test_tokenising_forgets_the_card_number(payment_sandbox: PaymentSandbox) -> None:

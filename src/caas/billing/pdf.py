@@ -63,17 +63,33 @@ FALLBACK = "en"
 COLUMNS = (82, 28, 16, 26, 28)
 
 
+# Letters that Unicode does not decompose into a Latin-1 base letter.
+_PLAIN = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i"})
+
+
 def _latin1(text: str) -> str:
     """The PDF's core font knows Latin-1 only: other letters lose their accents, not the page."""
-    if all(ord(ch) < 256 for ch in text):
-        return text
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if ord(ch) < 256 and not unicodedata.combining(ch))
+    kept = []
+    for ch in text.translate(_PLAIN):
+        if ord(ch) < 256:
+            kept.append(ch)
+            continue
+        base = "".join(c for c in unicodedata.normalize("NFKD", ch) if ord(c) < 256)
+        kept.append(base or "?")
+    return "".join(kept)
 
 
 def _amount(amount_minor: int, currency: str, language: str) -> str:
     value = Decimal(amount_minor).scaleb(-2)
     return f"{format_decimal(value, format='#,##0.00', locale=language)} {currency}"
+
+
+def _fit(pdf: FPDF, value: str, width: float) -> None:
+    """A long text gets a smaller font rather than running into the next column."""
+    size = 9.0
+    while size > 5 and pdf.get_string_width(value) > width - 2:
+        size -= 0.5
+        pdf.set_font_size(size)
 
 
 def render_invoice_pdf(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
@@ -132,7 +148,9 @@ def render_invoice_pdf(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
             _amount(line.gross_minor, invoice.currency, language),
         )
         for width, cell in zip(COLUMNS, cells, strict=True):
+            _fit(pdf, text(cell), width)
             pdf.cell(width, 6, text(cell), align="L" if width == COLUMNS[0] else "R")
+            pdf.set_font_size(9)
         pdf.ln()
     pdf.ln(4)
 
