@@ -19,6 +19,7 @@ def use_fast_hashing() -> None:
     _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
+
 MIN_PASSWORD_LENGTH = 10
 
 
