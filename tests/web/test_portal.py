@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from caas.core.clock import FixedClock
 from caas.core.history import Actor
 from caas.core.settings import Settings
-from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
+from caas.protocol.payments import CARD_ANSWERS_LATE, CARD_DECLINED, CARD_SUCCEEDS
 from caas.sales.models import Sale
 from caas.sales.service import transition_order
 from tests.billing.conftest import (
@@ -184,3 +184,21 @@ def test_notifications_are_listed_with_the_unread_count_and_marked_read(
     page = app_client.get("/portal/notifications").text
     assert 'class="card notice unread"' not in page
     assert 'class="count"' not in page
+
+
+def test_a_payment_the_bank_has_not_confirmed_yet_is_shown_as_such_not_offered_again(
+    app_client: TestClient,
+    db: Session,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,  # noqa: F811
+) -> None:
+    ana = buyer(db, settings, clock)
+    log_in(app_client, ana.customer.email)
+    pending = pay(app_client, ana.sale.id, payment_sandbox.token(CARD_ANSWERS_LATE))
+    assert pending.status_code == 303
+    page = app_client.get(f"/portal/orders/{ana.sale.id}").text
+    assert "data-payment-in-progress" in page
+    assert 'id="pay-form"' not in page
+    status = app_client.get(f"/portal/orders/{ana.sale.id}/status").json()
+    assert (status["state"], status["payment_in_progress"]) == ("awaiting_deposit", True)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from caas.accounts.models import User
 from caas.billing import service as billing
 from caas.billing.models import Payment
+from caas.billing.rules import OPEN_STATES as OPEN_PAYMENT_STATES
 from caas.catalog import service as catalog
 from caas.catalog.models import Feature
 from caas.core.history import HistoryEntry, subject_history
@@ -61,6 +62,11 @@ class OrderView:
     def payment_due(self) -> str | None:
         """`deposit` or `final` while the order waits for that payment, else None."""
         return PAYMENT_DUE.get(self.sale.state)
+
+    @property
+    def payment_in_progress(self) -> bool:
+        """A payment waits for the provider's answer: paying again now would be refused."""
+        return any(payment.state in OPEN_PAYMENT_STATES for payment in self.payments)
 
     @property
     def due_minor(self) -> int:

@@ -13,6 +13,7 @@ from caas.accounts.deps import CustomerUser, actor_of
 from caas.accounts.models import User
 from caas.billing import service as billing
 from caas.billing.provider import SandboxProvider
+from caas.billing.rules import OPEN_STATES as OPEN_PAYMENT_STATES
 from caas.billing.schemas import PaymentCreate
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError
@@ -198,6 +199,7 @@ class LiveStatus(BaseModel):
     journey: list[dict[str, str]] = Field(description="The six steps, each done/current/todo")
     factory: list[dict[str, str]] = Field(description="The eight stages, each done/current/todo")
     final: bool = Field(description="The order will not change by itself any more")
+    payment_in_progress: bool = Field(description="A payment waits for the provider's answer")
 
 
 def _steps(steps: list[Step]) -> list[dict[str, str]]:
@@ -217,6 +219,10 @@ def live_status(
         journey=_steps(journey_steps(sale.state)),
         factory=_steps(factory_steps(sale.state)),
         final=sale.state in FINAL_STATES,
+        payment_in_progress=any(
+            payment.state in OPEN_PAYMENT_STATES
+            for payment in billing.payments_for_sale(session, sale.id)
+        ),
     )
 
 

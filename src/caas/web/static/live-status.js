@@ -1,11 +1,13 @@
 // The order page's live status: asks for the order's state every few seconds and, when it has
-// moved on, reloads the page (or, while the customer is typing a card, says so and waits).
+// moved on (or a payment the bank was confirming is settled), reloads the page; while the
+// customer is typing a card it says so and waits.
 (function () {
   "use strict";
   var live = document.getElementById("live");
   if (!live || !live.dataset.statusUrl) return;
   var EVERY_MS = 4000;
   var known = live.dataset.state;
+  var paying = live.dataset.paying === "true";
   var timer = null;
 
   function busyTyping() {
@@ -26,7 +28,7 @@
       })
       .then(function (status) {
         if (!status) return schedule();
-        if (status.state !== known) {
+        if (status.state !== known || status.payment_in_progress !== paying) {
           if (busyTyping()) {
             live.querySelector("[data-live-changed]").hidden = false;
           } else {
