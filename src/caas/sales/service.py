@@ -215,6 +215,7 @@ def _notify_customer(
             "dealership": dealership.name,
             "dealership_city": dealership.city,
             "dealership_address": dealership.address,
+            "country": customer.country,
             **details,
         },
         dedupe_key=f"{kind}:{sale.id}:{now.isoformat()}",
