@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
-from caas.web.orders import FILTERS_BY_COUNTRY
 from tests.files.customers import sold_customer
 from tests.web.support import log_in, text_of
 
@@ -33,7 +31,6 @@ def test_the_operator_sees_every_dealerships_orders_and_filters_them(
     assert "/intranet/sales/" not in order.text  # the operator reads; the dealer acts
 
 
-@pytest.mark.skipif(not FILTERS_BY_COUNTRY, reason="the sales service has no country filter yet")
 def test_the_operator_filters_orders_by_country(
     app_client: TestClient, db: Session, settings: Settings, clock: FixedClock
 ) -> None:

@@ -258,6 +258,7 @@ def get_sale_for(session: Session, user: User, sale_id: int, *, lock: bool = Fal
 class SaleFilter:
     search: str | None = None
     state: str | None = None
+    country: str | None = None
     limit: int = 50
     offset: int = 0
 
@@ -266,6 +267,8 @@ def list_sales(session: Session, user: User, filters: SaleFilter) -> tuple[list[
     query = visible_sales(user)
     if filters.state:
         query = query.where(Sale.state == filters.state)
+    if filters.country:
+        query = query.where(Sale.country == filters.country)
     if filters.search:
         pattern = f"%{filters.search.strip()}%"
         query = query.where(

@@ -16,7 +16,6 @@ from caas.sales import service as sales
 from caas.sales.schemas import CountryCode
 from caas.web.csrf import csrf_protect
 from caas.web.orders import (
-    FILTERS_BY_COUNTRY,
     STATES,
     customer_file_page,
     order_list,
@@ -67,9 +66,8 @@ def orders_page(
         "states": STATES,
         "country": country or "",
         "order_base": "/operator/orders",
+        "countries": [(c.code, c.name) for c in countries],
     }
-    if FILTERS_BY_COUNTRY:
-        context["countries"] = [(c.code, c.name) for c in countries]
     return render(request, "operator/orders.html", context)
 
 

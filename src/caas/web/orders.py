@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -37,8 +37,6 @@ PAGE_SIZE = 20
 
 # The order states in the order an order goes through them (for the state filter).
 STATES = tuple(STATE_LABELS)
-# Whether the sales service filters by the order's country (asked of the sales domain).
-FILTERS_BY_COUNTRY = "country" in {field.name for field in fields(sales.SaleFilter)}
 
 
 # Which payment the customer owes in which order state.
@@ -120,9 +118,7 @@ def order_list(
     state = state if state in STATE_LABELS else None
     search = (search or "").strip() or None
     page = max(page, 1)
-    chosen: dict[str, Any] = {"search": search, "state": state}
-    if FILTERS_BY_COUNTRY:
-        chosen["country"] = country
+    chosen: dict[str, Any] = {"search": search, "state": state, "country": country}
     sales_page, total = sales.list_sales(
         session,
         user,
