@@ -25,7 +25,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(factory_router)
     app.include_router(registration_router)
     app.include_router(delivery_router)
-    app.include_router(catalog_router)
     include_web(app)
+    app.include_router(catalog_router)
     app.include_router(maintenance_router)
     app.include_router(files_router)
