@@ -60,7 +60,7 @@ def create_app(
         secret_key=settings.secret_key,
         session_cookie="caas_session",
         same_site="lax",
-        https_only=settings.session_cookie_secure,
+        https_only=settings.secure_cookies,
         max_age=8 * 3600,
     )
 

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     activation_token_hours: int = 72
     login_max_failures: int = 5
     login_window_minutes: int = 15
-    session_cookie_secure: bool = False
+    session_cookie_secure: bool | None = Field(
+        default=None,
+        description="Send the session cookie over HTTPS only; on by default outside demo/tests",
+    )
     outbox_max_attempts: int = 12
 
     @model_validator(mode="after")
@@ -71,6 +74,12 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ValueError("CAAS_DATABASE_URL must be set outside the demo and tests")
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.session_cookie_secure is not None:
+            return self.session_cookie_secure
+        return self.env not in ("demo", "test")
 
     @property
     def browser_payment_url(self) -> str:
