@@ -116,7 +116,7 @@ def _stdout() -> Console:
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -140,12 +140,14 @@ def _settings() -> Settings:
     return settings
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every `finally` and cleanup runs."""
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every cleanup runs; SIGINT too when
+    the shell started us with it ignored (`caas demo &` in a script)."""
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
 
 
@@ -272,7 +274,7 @@ def demo(
     from caas.demo import DemoOptions, run_demo
 
     _settings()
-    _interrupt_on_sigterm()
+    _interrupt_on_signals()
     options = DemoOptions(
         port=port,
         data_dir=data_dir,

@@ -126,13 +126,14 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         )
         urls = DemoUrls.on(ports)
         database_url = read_settings().database_url
+        database = display_url(database_url) if database_url else "the embedded PostgreSQL"
         if database_url is None:
             with progress.status("Starting the embedded PostgreSQL…"):
                 database_url = _start_embedded_database(data_dir / "pg", stack)
             progress.print(f"[green]✓[/] Embedded PostgreSQL running in {data_dir / 'pg'}")
-        with progress.status("Migrating the database…"):
+        with progress.status(f"Migrating {database}…"):
             migrate(database_url)
-        progress.print(f"[green]✓[/] Database {display_url(database_url)} is up to date")
+        progress.print(f"[green]✓[/] Schema of {database} is up to date")
 
         settings = demo_settings(ports, database_url=database_url, data_dir=data_dir)
         runtime = Runtime.connect(settings, database_url=database_url)

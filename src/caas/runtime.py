@@ -52,9 +52,10 @@ def require_database_url(settings: Settings) -> str:
 def display_url(url: str) -> str:
     """The database URL without its password, fit to print."""
     try:
-        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+        parsed = make_url(normalise_url(url))
     except ArgumentError:
         return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=bool(parsed.password))
 
 
 def check_database(url: str) -> None:
