@@ -140,7 +140,7 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         stack.callback(runtime.close)
         with progress.status("Loading the demo data…"):
             logins = runtime.load_demo_data()
-        progress.print("[green]✓[/] Demo data loaded (kept from earlier runs, never duplicated)")
+        progress.print("[green]✓[/] Demo data ready (a second run keeps it and adds nothing)")
 
         with progress.status("Starting the simulators, the worker and the web servers…"):
             apps = _build_apps(runtime, options, ports, data_dir, stack)
@@ -185,9 +185,9 @@ def print_welcome(
     places.add_row("Portal and intranet (log in here)", urls.portal)
     places.add_row("API documentation (OpenAPI)", urls.api_docs)
     places.add_row("Mail inbox (customers' e-mails)", urls.mail_inbox)
-    places.add_row("Factory simulator", urls.factory)
-    places.add_row("Registry simulator (ES FR DE IT PT)", urls.registry)
-    places.add_row("Payment sandbox", urls.payments)
+    places.add_row("Factory simulator (OpenAPI)", f"{urls.factory}/docs")
+    places.add_row("Registry simulator, ES FR DE IT PT (OpenAPI)", f"{urls.registry}/docs")
+    places.add_row("Payment sandbox (OpenAPI)", f"{urls.payments}/docs")
     places.add_row("SMTP (mail catcher)", urls.smtp)
     console.print(places)
 
