@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.sessions import SessionMiddleware
 
 from caas import __version__
-from caas.core.api import ErrorBody
+from caas.core.api import ErrorBody, ValidationErrorBody, error_responses
 from caas.core.clock import Clock, SystemClock
 from caas.core.errors import CaasError
 from caas.core.settings import Settings
@@ -40,6 +41,69 @@ Every error has the same JSON shape (`code`, `message`, `field`).
 def _field_path(location: Sequence[Any]) -> str:
     parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def _document_our_error_shapes(document: dict[str, Any]) -> None:
+    """Make the generated OpenAPI document say what the application really answers.
+
+    FastAPI documents the 422 of every route that takes input with its own
+    `HTTPValidationError`; our `validation_error` handler answers `ValidationErrorBody`, so the
+    document says so, here, once for every route. Request bodies given as a model's JSON
+    schema (`openapi_extra`, for routes that read the raw body to check a signature) keep
+    their nested models in `$defs`, which a reader of the document cannot resolve: they move
+    to the document's components.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    _add_to_components(
+        schemas,
+        ValidationErrorBody.model_json_schema(
+            mode="serialization", ref_template="#/components/schemas/{model}"
+        ),
+        "ValidationErrorBody",
+    )
+    invalid_input = error_responses(422)[422]["description"]
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            answer = operation.get("responses", {}).get("422")
+            schema = (answer or {}).get("content", {}).get("application/json", {}).get("schema")
+            if schema is not None and schema.get("$ref", "").endswith("/HTTPValidationError"):
+                answer["content"]["application/json"]["schema"] = {
+                    "$ref": "#/components/schemas/ValidationErrorBody"
+                }
+                answer["description"] = invalid_input
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                if "$defs" in media.get("schema", {}):
+                    # A copy: the route's `openapi_extra` must stay as written for the next app.
+                    media["schema"] = _with_refs_to_components(copy.deepcopy(media["schema"]))
+                    for name, definition in media["schema"].pop("$defs").items():
+                        _add_to_components(schemas, definition, name)
+
+
+def _with_refs_to_components(node: Any) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            node["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+        for value in node.values():
+            _with_refs_to_components(value)
+    elif isinstance(node, list):
+        for value in node:
+            _with_refs_to_components(value)
+    return node
+
+
+def _add_to_components(schemas: dict[str, Any], schema: dict[str, Any], name: str) -> None:
+    """Add `schema` (and its `$defs`) unless the model is there already (FastAPI's rendering
+    of the same model differs in details, such as `default: null`, so fields are compared)."""
+    for nested, definition in schema.pop("$defs", {}).items():
+        _add_to_components(schemas, definition, nested)
+    present = schemas.setdefault(name, schema)
+    if set(present.get("properties", {})) != set(schema.get("properties", {})):
+        raise ValueError(f"two different schemas are both called {name!r} in the OpenAPI document")
 
 
 def create_app(
@@ -123,4 +187,15 @@ def create_app(
     from caas.routes import include_routes
 
     include_routes(app)
+
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        document = generate_openapi()
+        if first:
+            _document_our_error_shapes(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -42,6 +42,8 @@ def _provider(settings: SettingsDep) -> Iterator[PaymentProvider]:
 
 
 Provider = Annotated[PaymentProvider, Depends(_provider)]
+SaleId = Annotated[int, Path(description="Database id of the order", examples=[1])]
+InvoiceId = Annotated[int, Path(description="Database id of the invoice", examples=[3])]
 
 
 async def _raw_body(request: Request) -> bytes:
@@ -91,7 +93,7 @@ def _answer(session: Session, payment: Payment, locale: str) -> JSONResponse:
     },
 )
 def pay_sale(
-    sale_id: int,
+    sale_id: SaleId,
     body: PaymentCreate,
     session: DbSession,
     clock: ClockDep,
@@ -129,7 +131,7 @@ def pay_sale(
     summary="The payments of an order, failed attempts included",
     responses=error_responses(401, 404),
 )
-def sale_payments(sale_id: int, session: DbSession, user: CurrentUser) -> list[PaymentRead]:
+def sale_payments(sale_id: SaleId, session: DbSession, user: CurrentUser) -> list[PaymentRead]:
     sale = sales.get_sale_for(session, user, sale_id)
     return [
         payment_read(session, payment, user.language)
@@ -157,7 +159,14 @@ def payment_webhook(
     clock: ClockDep,
     settings: SettingsDep,
     provider: Provider,
-    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+    signature: Annotated[
+        str | None,
+        Header(
+            alias=SIGNATURE_HEADER,
+            description="`t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>'>` with the "
+            "secret shared with the provider",
+        ),
+    ] = None,
 ) -> WebhookAck:
     try:
         verify(body, signature, settings.payment_webhook_secret)
@@ -182,8 +191,8 @@ def payment_webhook(
 def list_invoices(
     session: DbSession,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200, description="At most this many")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Skip this many first (paging)")] = 0,
 ) -> list[InvoiceSummary]:
     found = service.list_invoices_for(session, user, limit=limit, offset=offset)
     return [invoice_summary(invoice, user.language) for invoice in found]
@@ -195,7 +204,7 @@ def list_invoices(
     summary="One invoice with its seller, buyer, lines and totals",
     responses=error_responses(401, 404),
 )
-def get_invoice(invoice_id: int, session: DbSession, user: CurrentUser) -> InvoiceRead:
+def get_invoice(invoice_id: InvoiceId, session: DbSession, user: CurrentUser) -> InvoiceRead:
     invoice = service.get_invoice_for(session, user, invoice_id)
     return invoice_read(session, invoice, user.language)
 
@@ -209,7 +218,7 @@ def get_invoice(invoice_id: int, session: DbSession, user: CurrentUser) -> Invoi
         **error_responses(401, 404),
     },
 )
-def invoice_pdf(invoice_id: int, session: DbSession, user: CurrentUser) -> Response:
+def invoice_pdf(invoice_id: InvoiceId, session: DbSession, user: CurrentUser) -> Response:
     invoice = service.get_invoice_for(session, user, invoice_id)
     document = render_invoice_pdf(invoice, invoices.invoice_lines(session, invoice.id))
     return Response(

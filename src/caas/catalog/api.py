@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from caas.accounts.deps import CurrentUser
@@ -41,7 +41,9 @@ def list_platforms(session: DbSession, country: CountryQuery = None) -> list[Pla
     },
 )
 def platform_manual(
-    code: str,
+    code: Annotated[
+        str, Path(description="Code of the platform model, any case", examples=["AURA"])
+    ],
     request: Request,
     session: DbSession,
     user: CurrentUser,

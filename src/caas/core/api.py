@@ -22,11 +22,49 @@ class ErrorBody(BaseModel):
     details: Any | None = Field(default=None, description="Extra context, varies per code")
 
 
+class InvalidFieldBody(BaseModel):
+    """One invalid field of a request."""
+
+    field: str = Field(
+        description="Dotted path of the field, e.g. `customer.phone`; `body` for the request "
+        "as a whole",
+        examples=["customer.phone"],
+    )
+    reason: str = Field(
+        description="Why it is refused, for a person",
+        examples=["Value error, not a valid phone number for ES"],
+    )
+    type: str = Field(
+        description="Machine-readable kind of the problem (Pydantic's error type)",
+        examples=["value_error"],
+    )
+
+
 class ValidationErrorBody(BaseModel):
-    code: str = Field(default="invalid_input")
-    message: str
-    field: str = Field(description="Dotted path of the first invalid field, e.g. `customer.email`")
-    errors: list[dict[str, Any]] = Field(description="Every invalid field with its reason")
+    """The answer to invalid input (422). A request that does not match the schema answers
+    `invalid_input` with every invalid field in `errors`; a well-formed value that is still
+    wrong (an expired activation link, a service date in the future) answers its own code."""
+
+    code: str = Field(
+        default="invalid_input",
+        description="`invalid_input`, or a code naming the rule, such as "
+        "`account.activation_expired`",
+        examples=["invalid_input"],
+    )
+    message: str = Field(
+        description="The field at fault and why, for a person",
+        examples=["customer.phone: Value error, not a valid phone number for ES"],
+    )
+    field: str = Field(
+        description="Dotted path of the first invalid field, e.g. `customer.email`",
+        examples=["customer.phone"],
+    )
+    errors: list[InvalidFieldBody] | None = Field(
+        default=None,
+        description="Every invalid field with its reason, when the request does not match the "
+        "schema",
+    )
+    details: Any | None = Field(default=None, description="Extra context, varies per code")
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

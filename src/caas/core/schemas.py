@@ -8,10 +8,16 @@ from caas.core.money import Money
 
 
 class MoneyRead(BaseModel):
-    amount_minor: int = Field(description="Integer minor units (cents)", examples=[3450000])
-    currency: str = Field(description="ISO 4217", examples=["EUR"])
+    """An amount of money: exact integer minor units, and the same amount for display."""
+
+    amount_minor: int = Field(
+        description="Integer minor units (cents): 3450000 is 34,500.00", examples=[3450000]
+    )
+    currency: str = Field(description="ISO 4217 currency code", examples=["EUR"])
     formatted: str = Field(
-        description="For display, in the reader's locale", examples=["€34,500.00"]
+        description="For display only, in the reader's language (a country's own language in "
+        "the public catalog)",
+        examples=["€34,500.00"],
     )
 
     @classmethod

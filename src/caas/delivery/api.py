@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ IdempotencyKey = Annotated[
         description="Unique per intended command; a retry with the same key acts once",
     ),
 ]
+SaleId = Annotated[int, Path(description="Database id of the order", examples=[1])]
 
 COMMAND_ERRORS = error_responses(401, 403, 404, 409, 422)
 
@@ -71,7 +72,7 @@ def _command(
     responses=COMMAND_ERRORS,
 )
 def schedule_delivery(
-    sale_id: int,
+    sale_id: SaleId,
     body: DeliveryCreate,
     session: DbSession,
     clock: ClockDep,
@@ -106,7 +107,7 @@ def schedule_delivery(
     responses=COMMAND_ERRORS,
 )
 def dispatch_delivery(
-    sale_id: int,
+    sale_id: SaleId,
     session: DbSession,
     clock: ClockDep,
     user: Dealer,
@@ -140,7 +141,7 @@ def dispatch_delivery(
     responses=COMMAND_ERRORS,
 )
 def complete_delivery(
-    sale_id: int,
+    sale_id: SaleId,
     session: DbSession,
     clock: ClockDep,
     user: Dealer,
@@ -165,6 +166,6 @@ def complete_delivery(
     summary="The delivery of an order: date, carrier, address, state",
     responses=error_responses(401, 404),
 )
-def get_delivery(sale_id: int, session: DbSession, user: CurrentUser) -> DeliveryRead:
+def get_delivery(sale_id: SaleId, session: DbSession, user: CurrentUser) -> DeliveryRead:
     sale = get_sale_for(session, user, sale_id)
     return delivery_read(service.get_delivery(session, sale), sale)

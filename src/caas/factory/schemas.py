@@ -15,5 +15,7 @@ class FactoryEventReceipt(BaseModel):
         "before; `ignored`: older than what the order already knows (kept, changes nothing)",
         examples=["applied"],
     )
-    order_id: str = Field(examples=["S2026-000042"])
-    sequence: int = Field(examples=[5])
+    order_id: str = Field(
+        description="The order the event is about (the sale number)", examples=["S2026-000042"]
+    )
+    sequence: int = Field(description="The event's sequence number, as sent", examples=[5])

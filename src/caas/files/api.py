@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from caas.accounts.deps import CurrentUser, CustomerUser
 from caas.core.api import ClockDep, DbSession, error_responses
@@ -42,7 +44,10 @@ def my_timeline(session: DbSession, user: CustomerUser) -> list[TimelineEntryRea
     responses=error_responses(401, 404),
 )
 def customer_file(
-    customer_id: int, session: DbSession, clock: ClockDep, user: CurrentUser
+    customer_id: Annotated[int, Path(description="Database id of the customer", examples=[7])],
+    session: DbSession,
+    clock: ClockDep,
+    user: CurrentUser,
 ) -> CustomerFileRead:
     scope = service.file_for(session, user, customer_id)
     return service.customer_file(session, scope, language=user.language, today=clock.now().date())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from caas.accounts.deps import CurrentUser
 from caas.core.api import ClockDep, DbSession, error_responses
@@ -25,8 +25,8 @@ def list_notifications(
     session: DbSession,
     user: CurrentUser,
     unread_only: Annotated[bool, Query(description="Only the unread ones")] = False,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200, description="At most this many")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Skip this many first (paging)")] = 0,
 ) -> NotificationPage:
     items, total, unread = service.list_notifications(
         session, user_id=user.id, unread_only=unread_only, limit=limit, offset=offset
@@ -43,7 +43,12 @@ def list_notifications(
     responses=error_responses(401, 404),
 )
 def mark_read(
-    notification_id: int, session: DbSession, clock: ClockDep, user: CurrentUser
+    notification_id: Annotated[
+        int, Path(description="Database id of the notification", examples=[31])
+    ],
+    session: DbSession,
+    clock: ClockDep,
+    user: CurrentUser,
 ) -> Notification:
     return service.mark_read(
         session, user_id=user.id, notification_id=notification_id, now=clock.now()

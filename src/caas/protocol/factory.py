@@ -158,9 +158,16 @@ class FactoryError(BaseModel):
 class StageEvent(BaseModel):
     """One manufacturing stage of one order, as the factory reports it (signed webhook)."""
 
-    event_id: UUID = Field(description="Unique per event; a retried delivery keeps it")
+    event_id: UUID = Field(
+        description="Unique per event; a retried delivery keeps it",
+        examples=["0f6a2b1c-3d4e-4f50-8a9b-7c6d5e4f3a21"],
+    )
     order_id: str = _ORDER_ID
-    factory_reference: str = Field(max_length=60, examples=["FO-8F3A2C91"])
+    factory_reference: str = Field(
+        max_length=60,
+        description="The factory's own id of the order, as in its acknowledgement",
+        examples=["FO-8F3A2C91"],
+    )
     sequence: int = Field(
         ge=1,
         le=1_000_000,
@@ -168,8 +175,11 @@ class StageEvent(BaseModel):
         "ignored",
         examples=[5],
     )
-    stage: Stage
-    occurred_at: AwareDatetime = Field(description="When the stage happened at the factory")
+    stage: Stage = Field(description="The stage the order has reached", examples=["paint"])
+    occurred_at: AwareDatetime = Field(
+        description="When the stage happened at the factory, with its UTC offset",
+        examples=["2026-01-20T14:05:00Z"],
+    )
     vin: str | None = Field(
         default=None,
         description=f"From `{PRODUCTION_STAGE}` on: the car's VIN (ISO 3779, check digit in "

@@ -63,10 +63,12 @@ class CardDetails(BaseModel):
 
 
 class CardSummary(BaseModel):
-    brand: str = Field(examples=["visa"])
-    last4: str = Field(examples=["4242"])
-    exp_month: int
-    exp_year: int
+    """What the provider keeps of a card: never its number."""
+
+    brand: str = Field(description="Card brand, e.g. visa, mastercard, amex", examples=["visa"])
+    last4: str = Field(description="Last four digits of the card number", examples=["4242"])
+    exp_month: int = Field(description="Expiry month, 1 to 12", examples=[12])
+    exp_year: int = Field(description="Expiry year, four digits", examples=[2030])
 
 
 class CardToken(BaseModel):
@@ -95,25 +97,57 @@ class RefundCreate(BaseModel):
 
 
 class Authorization(BaseModel):
-    id: str = Field(examples=["auth_5e1f0c9a2b7d4e63"])
-    status: AuthorizationStatus
-    amount_minor: int
-    captured_minor: int = 0
-    refunded_minor: int = 0
-    currency: str
-    reference: str
-    card: CardSummary
-    decline_code: str | None = Field(default=None, examples=["card_declined"])
-    created_at: datetime
+    """Money held on a card for the merchant, and what became of it."""
+
+    id: str = Field(
+        description="The provider's id of the authorisation", examples=["auth_5e1f0c9a2b7d4e63"]
+    )
+    status: AuthorizationStatus = Field(
+        description="authorised (held), declined, captured (taken) or voided (released)",
+        examples=["authorised"],
+    )
+    amount_minor: int = Field(
+        description="Amount authorised, integer minor units", examples=[345000]
+    )
+    captured_minor: int = Field(
+        default=0, description="Amount captured, integer minor units", examples=[345000]
+    )
+    refunded_minor: int = Field(
+        default=0, description="Amount refunded so far, integer minor units", examples=[0]
+    )
+    currency: str = Field(description="ISO 4217 currency code", examples=["EUR"])
+    reference: str = Field(
+        description="The merchant's own reference, as sent with the authorisation",
+        examples=["pay_3b8f0e2a9c71d4e5f6a0"],
+    )
+    card: CardSummary = Field(description="The card it was taken from")
+    decline_code: str | None = Field(
+        default=None,
+        description="Why the card was declined; null unless declined",
+        examples=["card_declined"],
+    )
+    created_at: datetime = Field(
+        description="When the provider authorised or declined it",
+        examples=["2026-01-15T09:00:02Z"],
+    )
 
 
 class Refund(BaseModel):
-    id: str = Field(examples=["re_0b6c1d2e3f4a5b6c"])
-    authorization: str
-    amount_minor: int
-    currency: str
-    reference: str
-    created_at: datetime
+    """Money given back from a captured authorisation."""
+
+    id: str = Field(description="The provider's id of the refund", examples=["re_0b6c1d2e3f4a5b6c"])
+    authorization: str = Field(
+        description="Id of the authorisation refunded", examples=["auth_5e1f0c9a2b7d4e63"]
+    )
+    amount_minor: int = Field(description="Amount refunded, integer minor units", examples=[345000])
+    currency: str = Field(description="ISO 4217 currency code", examples=["EUR"])
+    reference: str = Field(
+        description="The merchant's reference of the authorisation",
+        examples=["pay_3b8f0e2a9c71d4e5f6a0"],
+    )
+    created_at: datetime = Field(
+        description="When the provider made the refund", examples=["2026-01-20T11:30:00Z"]
+    )
 
 
 class Settlement(BaseModel):
@@ -131,11 +165,18 @@ class Settlement(BaseModel):
 class Event(BaseModel):
     """A signed notification sent to the merchant's webhook URL."""
 
-    id: str = Field(examples=["evt_7d2c9e1a4b6f3058"])
-    type: EventType
-    created_at: datetime
-    authorization: Authorization
-    refund: Refund | None = None
+    id: str = Field(
+        description="The provider's id of the event; a redelivery keeps it",
+        examples=["evt_7d2c9e1a4b6f3058"],
+    )
+    type: EventType = Field(description="What happened", examples=["capture.succeeded"])
+    created_at: datetime = Field(
+        description="When the provider sent the event", examples=["2026-01-15T09:00:03Z"]
+    )
+    authorization: Authorization = Field(description="The authorisation as it stands after it")
+    refund: Refund | None = Field(
+        default=None, description="The refund, for `refund.succeeded` only"
+    )
 
 
 class ProviderErrorBody(BaseModel):

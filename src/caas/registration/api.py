@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 
 from caas.accounts.deps import CurrentUser, Dealer, actor_of
@@ -26,6 +26,7 @@ IdempotencyKey = Annotated[
         description="Unique per intended command; a retry with the same key acts once",
     ),
 ]
+SaleId = Annotated[int, Path(description="Database id of the order", examples=[1])]
 
 
 @router.get(
@@ -34,7 +35,7 @@ IdempotencyKey = Annotated[
     summary="The car's registration: state, plate, attempts, and why it was refused",
     responses=error_responses(401, 404),
 )
-def get_registration(sale_id: int, session: DbSession, user: CurrentUser) -> RegistrationRead:
+def get_registration(sale_id: SaleId, session: DbSession, user: CurrentUser) -> RegistrationRead:
     sale = get_sale_for(session, user, sale_id)
     return registration_read(service.get_registration(session, sale), sale)
 
@@ -49,7 +50,7 @@ def get_registration(sale_id: int, session: DbSession, user: CurrentUser) -> Reg
     responses=error_responses(401, 403, 404, 409, 422),
 )
 def retry_registration(
-    sale_id: int,
+    sale_id: SaleId,
     session: DbSession,
     clock: ClockDep,
     user: Dealer,
@@ -83,7 +84,7 @@ def retry_registration(
     responses=error_responses(401, 403, 404, 409, 422),
 )
 def correct_customer(
-    sale_id: int, body: CustomerCorrection, session: DbSession, clock: ClockDep, user: Dealer
+    sale_id: SaleId, body: CustomerCorrection, session: DbSession, clock: ClockDep, user: Dealer
 ) -> Customer:
     sale = get_sale_for(session, user, sale_id, lock=True)
     return service.correct_customer(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from caas.accounts.deps import CurrentUser, Dealer
 from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
@@ -32,11 +32,14 @@ IdempotencyKey = Annotated[
         description="Unique per intended command; a retry with the same key acts once",
     ),
 ]
+SaleId = Annotated[int, Path(description="Database id of the order", examples=[1])]
 
 
 class SalePage(BaseModel):
-    total: int
-    items: list[SaleSummary]
+    """One page of the orders the caller may see."""
+
+    total: int = Field(description="How many orders match (all pages)", examples=[1])
+    items: list[SaleSummary] = Field(description="Newest first")
 
 
 @router.post(
@@ -100,11 +103,20 @@ def list_sales(
     session: DbSession,
     user: CurrentUser,
     search: Annotated[
-        str | None, Query(max_length=100, description="Number, name, e-mail, id")
+        str | None,
+        Query(
+            max_length=100,
+            description="Part of the order number, or of the customer's name, e-mail or "
+            "national id",
+            examples=["García"],
+        ),
     ] = None,
-    state: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    state: Annotated[
+        str | None,
+        Query(max_length=40, description="Only orders in this state", examples=["at_dealer"]),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="At most this many")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Skip this many first (paging)")] = 0,
 ) -> SalePage:
     sales, total = service.list_sales(
         session, user, service.SaleFilter(search=search, state=state, limit=limit, offset=offset)
@@ -118,7 +130,7 @@ def list_sales(
     summary="One order with its plan, quote and state",
     responses=error_responses(401, 404),
 )
-def get_sale(sale_id: int, session: DbSession, user: CurrentUser) -> SaleRead:
+def get_sale(sale_id: SaleId, session: DbSession, user: CurrentUser) -> SaleRead:
     sale = service.get_sale_for(session, user, sale_id)
     return sale_read(session, sale, user.language)
 
@@ -129,7 +141,7 @@ def get_sale(sale_id: int, session: DbSession, user: CurrentUser) -> SaleRead:
     summary="Every state change of the order, with time and actor",
     responses=error_responses(401, 404),
 )
-def sale_history(sale_id: int, session: DbSession, user: CurrentUser) -> list[TimelineEntry]:
+def sale_history(sale_id: SaleId, session: DbSession, user: CurrentUser) -> list[TimelineEntry]:
     sale = service.get_sale_for(session, user, sale_id)
     return [
         TimelineEntry(
