@@ -293,3 +293,107 @@ def demo(
         progress.print("Interrupted; everything started so far was stopped.")
         raise typer.Exit(INTERRUPTED) from None
     progress.print("Demo stopped.")
+
+
+keys_app = typer.Typer(
+    help="The manifest keys, offline: the maker's root key certifies the signing key that the "
+    "platform signs cars' configuration with. The API and the worker never read the root key.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+KeysOut = Annotated[
+    Path,
+    typer.Option("--out", file_okay=False, help="Directory to write to (created if missing)."),
+]
+
+
+@contextmanager
+def _key_files() -> Iterator[None]:
+    """A missing, unreadable or mismatched key file becomes the command's one-line error."""
+    from caas.ota.keys import KeyMaterialError
+
+    try:
+        yield
+    except KeyMaterialError as error:
+        raise CommandFailed(str(error)) from None
+    except OSError as error:
+        raise CommandFailed(f"{error.filename or 'key file'}: {error.strerror}") from None
+
+
+@keys_app.command("init-root")
+def keys_init_root(out: KeysOut) -> None:
+    """Create the maker's root key: `root.key` (keep it offline) and `root.pub` (pin it in every
+    car). Never overwrites an existing root key."""
+    from caas.ota.keys import ROOT_KEY_FILE, ROOT_PUBLIC_KEY_FILE, init_root
+    from caas.protocol.manifest import public_key_b64
+
+    with _key_files():
+        public_key = init_root(out)
+    console = _stdout()
+    console.print(f"Root key written to {out / ROOT_KEY_FILE}: keep it offline.")
+    console.print(f"Its public key, in {out / ROOT_PUBLIC_KEY_FILE}, is pinned in every car:")
+    console.print(public_key_b64(public_key))
+
+
+@keys_app.command("issue-signing")
+def keys_issue_signing(
+    root: Annotated[
+        Path,
+        typer.Option(exists=True, dir_okay=False, help="The root's private key (`root.key`)."),
+    ],
+    out: KeysOut,
+    days: Annotated[
+        int, typer.Option(min=1, max=3650, help="How long the certificate is valid.")
+    ] = 90,
+    key_id: Annotated[
+        str | None, typer.Option(help="Name of the new key; default: signing-DATE-RANDOM.")
+    ] = None,
+) -> None:
+    """Create a new online signing key in --out, certified by the root key for --days days.
+
+    Writes `signing.key`, `signing.cert.json` and `root.pub` (replacing an older signing key):
+    give that directory to the platform as CAAS_OTA_KEYS_DIR.
+    """
+    from datetime import UTC, datetime
+
+    from caas.ota.keys import issue_signing
+
+    with _key_files():
+        certificate = issue_signing(root, out, now=datetime.now(UTC), days=days, key_id=key_id)
+    console = _stdout()
+    console.print(f"Signing key {certificate.key_id} written to {out}.")
+    console.print(
+        f"Valid from {certificate.not_before:%Y-%m-%d %H:%M} to "
+        f"{certificate.not_after:%Y-%m-%d %H:%M} UTC; issue the next one before it ends."
+    )
+
+
+@keys_app.command("show")
+def keys_show(
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A key directory.")
+    ],
+) -> None:
+    """What a key directory holds (public parts only) and whether its files agree."""
+    from caas.ota.keys import read_key_directory
+
+    with _key_files():
+        found = read_key_directory(directory)
+    if found.problems:
+        raise CommandFailed("; ".join(found.problems))
+    console = _stdout()
+    console.print(f"Key directory {directory}")
+    console.print(f"  root public key: {found.root_public_key or 'none'}")
+    if found.has_root_private_key or found.has_demo_root_key:
+        console.print("  root private key: present (keep this directory offline)")
+    certificate = found.certificate
+    if certificate is None:
+        console.print("  signing certificate: none")
+    else:
+        console.print(f"  signing key: {certificate.key_id} ({certificate.public_key})")
+        console.print(
+            f"  valid: {certificate.not_before:%Y-%m-%d %H:%M} to "
+            f"{certificate.not_after:%Y-%m-%d %H:%M} UTC"
+        )
+        console.print(f"  signing key file: {'present' if found.has_signing_key else 'missing'}")

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="Send the session cookie over HTTPS only; on by default outside demo/tests",
     )
     outbox_max_attempts: int = 12
+    ota_keys_dir: Path | None = Field(
+        default=None,
+        description="The manifest signing key, its certificate and the root's public key "
+        "(`caas keys`); unset: `data_dir`/keys",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -80,6 +85,11 @@ class Settings(BaseSettings):
         if self.session_cookie_secure is not None:
             return self.session_cookie_secure
         return self.env not in ("demo", "test")
+
+    @property
+    def ota_keys_path(self) -> Path:
+        """Where the platform loads its manifest signing material from."""
+        return self.ota_keys_dir if self.ota_keys_dir is not None else self.data_dir / "keys"
 
     @property
     def browser_payment_url(self) -> str:

@@ -1,0 +1,1 @@
+"""Over-the-air configuration: signing keys, manifest building and signing, publishing, acks."""
