@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from caas.core.migrate import upgrade
 from caas.core.net import free_port
 from caas.core.settings import Settings
-from caas.runtime import Runtime, StartupError, display_url, migrate, read_settings
+from caas.runtime import Runtime, StartupError, display_url, read_settings
 from caas.seed import DemoLogin
 
 HOST = "127.0.0.1"
@@ -87,18 +88,19 @@ class DemoUrls:
 
     @classmethod
     def on(cls, ports: DemoPorts) -> DemoUrls:
-        def http(port: int) -> str:
-            return f"http://{HOST}:{port}"
-
         return cls(
-            portal=f"{http(ports.api)}/login",
-            api_docs=f"{http(ports.api)}/docs",
-            mail_inbox=f"{http(ports.mail)}/",
-            factory=http(ports.factory),
-            registry=http(ports.registry),
-            payments=http(ports.payments),
+            portal=f"{_http(ports.api)}/login",
+            api_docs=f"{_http(ports.api)}/docs",
+            mail_inbox=f"{_http(ports.mail)}/",
+            factory=_http(ports.factory),
+            registry=_http(ports.registry),
+            payments=_http(ports.payments),
             smtp=f"smtp://{HOST}:{ports.smtp}",
         )
+
+
+def _http(port: int) -> str:
+    return f"http://{HOST}:{port}"
 
 
 class DemoServer(uvicorn.Server):
@@ -131,13 +133,12 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
             with progress.status("Starting the embedded PostgreSQL…"):
                 database_url = _start_embedded_database(data_dir / "pg", stack)
             progress.print(f"[green]✓[/] Embedded PostgreSQL running in {data_dir / 'pg'}")
-        with progress.status(f"Migrating {database}…"):
-            migrate(database_url)
-        progress.print(f"[green]✓[/] Schema of {database} is up to date")
-
         settings = demo_settings(ports, database_url=database_url, data_dir=data_dir)
-        runtime = Runtime.connect(settings, database_url=database_url)
+        runtime = Runtime.connect(settings)
         stack.callback(runtime.close)
+        with progress.status(f"Migrating {database}…"):
+            upgrade(database_url)
+        progress.print(f"[green]✓[/] Schema of {database} is up to date")
         with progress.status("Loading the demo data…"):
             logins = runtime.load_demo_data()
         progress.print("[green]✓[/] Demo data ready (a second run keeps it and adds nothing)")
@@ -163,15 +164,14 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
 
 def demo_settings(ports: DemoPorts, *, database_url: str, data_dir: Path) -> Settings:
     """The platform's settings pointed at this demo's own simulators and mail catcher."""
-    simulator = f"http://{HOST}:{{}}"
     return read_settings(
         database_url=database_url,
         data_dir=data_dir,
-        public_url=f"http://{HOST}:{ports.api}",
-        factory_url=simulator.format(ports.factory),
-        registry_url=simulator.format(ports.registry),
-        payment_url=simulator.format(ports.payments),
-        payment_public_url=simulator.format(ports.payments),
+        public_url=_http(ports.api),
+        factory_url=_http(ports.factory),
+        registry_url=_http(ports.registry),
+        payment_url=_http(ports.payments),
+        payment_public_url=_http(ports.payments),
         smtp_url=f"smtp://{HOST}:{ports.smtp}",
     )
 
