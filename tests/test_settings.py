@@ -20,6 +20,7 @@ SECRETS = {
         "registry_api_key",
         "payment_api_key",
         "payment_webhook_secret",
+        "mqtt_admin_password",
     )
 }
 

@@ -6,6 +6,7 @@ from caas.catalog import models as catalog_models
 from caas.core import history, idempotency, outbox
 from caas.delivery import models as delivery_models
 from caas.factory import models as factory_models
+from caas.iot import models as iot_models
 from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
 from caas.registration import models as registration_models
@@ -20,6 +21,7 @@ __all__ = [
     "factory_models",
     "history",
     "idempotency",
+    "iot_models",
     "maintenance_models",
     "notifications_models",
     "outbox",

@@ -20,6 +20,7 @@ def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, 
     `clock` is the relay's: handlers that change state date it with the same clock.
     """
     from caas.factory.jobs import handlers as factory_handlers
+    from caas.iot.jobs import handlers as iot_handlers
     from caas.notifications.jobs import handlers as notification_handlers
     from caas.registration.jobs import handlers as registration_handlers
 
@@ -28,6 +29,7 @@ def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, 
     handlers.update(notification_handlers(settings))
     handlers.update(factory_handlers(settings, clock))
     handlers.update(registration_handlers(settings, clock))
+    handlers.update(iot_handlers(settings, clock))
     return handlers
 
 

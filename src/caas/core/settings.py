@@ -48,6 +48,18 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How long to wait for the payment provider's answer"
     )
 
+    mqtt_url: str | None = Field(
+        default=None,
+        description="mqtt://user:password@host:port of the broker, with the platform's service "
+        "account; when unset, `caas demo` starts its own broker",
+    )
+    mqtt_admin_username: str = Field(
+        default="caas-admin",
+        description="The broker account that creates the cars' accounts (Mosquitto's dynamic "
+        "security administrator)",
+    )
+    mqtt_admin_password: str = DEMO_SECRET
+
     activation_token_hours: int = 72
     login_max_failures: int = 5
     login_window_minutes: int = 15
@@ -73,6 +85,7 @@ class Settings(BaseSettings):
             "registry_api_key",
             "payment_api_key",
             "payment_webhook_secret",
+            "mqtt_admin_password",
         ):
             if getattr(self, name) == DEMO_SECRET:
                 raise ValueError(f"CAAS_{name.upper()} must be set outside the demo and tests")

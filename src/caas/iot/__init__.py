@@ -1,0 +1,1 @@
+"""The IoT network: the MQTT broker, each car's credentials and what each account may touch."""

@@ -1,0 +1,275 @@
+"""A private Mosquitto 2 broker for the demo, the benchmarks and the tests.
+
+It listens on 127.0.0.1 only, refuses anonymous clients, and keeps its state (retained messages,
+sessions, and the dynamic security plugin's clients and roles) in its own data directory. The
+plugin's file is written before the broker starts with one account, the administrator, whose
+only right is the plugin's control API (`$CONTROL/dynamic-security/v1`): cars and the platform's
+service account are created through that API by `caas.iot.broker.DynsecAdmin`, as they would be
+on a production broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from caas.core.net import free_port, port_open
+
+log = structlog.get_logger(__name__)
+
+HOST = "127.0.0.1"
+PLUGIN_NAME = "mosquitto_dynamic_security.so"
+ADMIN_ROLE = "caas-admin"
+CONTROL_TOPICS = "$CONTROL/dynamic-security/#"
+# What the plugin hashes passwords with; the administrator's hash is written by us.
+_PBKDF2_ITERATIONS = 1000
+
+_BINARY_CANDIDATES = (
+    "/usr/sbin/mosquitto",
+    "/usr/local/sbin/mosquitto",
+    "/opt/homebrew/sbin/mosquitto",
+)
+_PLUGIN_DIRS = (
+    "/usr/lib/*-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/lib/mosquitto",
+    "/usr/local/lib",
+    "/usr/local/lib/mosquitto",
+    "/opt/homebrew/lib",
+    "/usr/local/opt/mosquitto/lib",
+)
+
+
+class MosquittoUnavailable(RuntimeError):
+    """The mosquitto binary or its dynamic security plugin is not installed here."""
+
+
+class MosquittoFailed(RuntimeError):
+    """The broker exited or did not accept connections in time."""
+
+
+def find_binary() -> Path | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return Path(found)
+    return next((Path(p) for p in _BINARY_CANDIDATES if Path(p).is_file()), None)
+
+
+def find_plugin() -> Path | None:
+    """The dynamic security plugin, looked for in the usual library directories."""
+    for pattern in _PLUGIN_DIRS:
+        root, _, rest = pattern.rpartition("/")
+        for directory in sorted(Path(root).glob(rest)):
+            candidate = directory / PLUGIN_NAME
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def available() -> bool:
+    """Whether a private Mosquitto can be started here (binary and plugin installed)."""
+    return find_binary() is not None and find_plugin() is not None
+
+
+def _password_fields(password: str) -> dict[str, Any]:
+    """The plugin's stored form of a password: PBKDF2-SHA512 over a random salt, base64."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": _PBKDF2_ITERATIONS,
+    }
+
+
+def write_dynsec_config(path: Path, *, admin_username: str, admin_password: str) -> None:
+    """Create the plugin's file, or update its administrator in place, keeping everything else.
+
+    Nothing is allowed by default: every account gets exactly what its roles grant, including
+    the right to receive the messages its subscriptions match.
+    """
+    config: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    config["defaultACLAccess"] = {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": True,
+    }
+    admin_role = {
+        "rolename": ADMIN_ROLE,
+        "textname": "Administers the dynamic security plugin, nothing else",
+        "acls": [
+            {"acltype": acltype, "topic": CONTROL_TOPICS, "allow": True, "priority": 0}
+            for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern")
+        ],
+    }
+    roles = [r for r in config.get("roles", []) if r.get("rolename") != ADMIN_ROLE]
+    config["roles"] = [admin_role, *roles]
+    clients = [c for c in config.get("clients", []) if c.get("username") != admin_username]
+    admin = {
+        "username": admin_username,
+        "textname": "caas broker administrator",
+        "roles": [{"rolename": ADMIN_ROLE}],
+        **_password_fields(admin_password),
+    }
+    config["clients"] = [admin, *clients]
+    config.setdefault("groups", [])
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(config, indent=2))
+    temporary.chmod(0o600)
+    temporary.replace(path)
+
+
+class PrivateMosquitto:
+    """A Mosquitto process of our own, on 127.0.0.1, with its state in `data_dir`.
+
+    Usable as a context manager; `stop()` ends it cleanly (it saves its state on the way out),
+    so a second start on the same directory keeps the cars' accounts and retained messages.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        admin_username: str = "caas-admin",
+        admin_password: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = HOST
+        self._requested_port = port
+        self.port = port or 0
+        self.admin_username = admin_username
+        self.admin_password = admin_password or secrets.token_urlsafe(24)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    available = staticmethod(available)
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    @property
+    def dynsec_path(self) -> Path:
+        return self.data_dir / "dynamic-security.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "mosquitto.log"
+
+    @property
+    def url(self) -> str:
+        """Where clients connect (without credentials)."""
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _write_config(self, binary: Path, plugin: Path) -> None:
+        lines = [
+            "# Written by caas.iot.mosquitto; rewritten at every start.",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"listener {self.port} {self.host}",
+            "set_tcp_nodelay true",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            f"plugin {plugin}",
+            f"plugin_opt_config_file {self.dynsec_path}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # run as root: do not drop to a user who cannot write here
+        self.config_path.write_text("\n".join(lines) + "\n")
+        log.debug("mosquitto.config_written", path=str(self.config_path), binary=str(binary))
+
+    def start(self, timeout: float = 10.0) -> PrivateMosquitto:
+        binary, plugin = find_binary(), find_plugin()
+        if binary is None or plugin is None:
+            raise MosquittoUnavailable(
+                "mosquitto and its dynamic security plugin are needed (Debian: apt-get install "
+                "mosquitto)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        write_dynsec_config(
+            self.dynsec_path, admin_username=self.admin_username, admin_password=self.admin_password
+        )
+        attempts = 1 if self._requested_port else 3  # a port chosen free may be taken meanwhile
+        for attempt in range(1, attempts + 1):
+            self.port = self._requested_port or free_port(self.host)
+            self._write_config(binary, plugin)
+            try:
+                self._launch(binary, timeout)
+            except MosquittoFailed:
+                if attempt == attempts:
+                    raise
+                log.warning("mosquitto.retry_port", port=self.port)
+            else:
+                break
+        log.info("mosquitto.started", url=self.url, data_dir=str(self.data_dir))
+        return self
+
+    def _launch(self, binary: Path, timeout: float) -> None:
+        with self.log_path.open("ab") as output:
+            self.process = subprocess.Popen(
+                [str(binary), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port, timeout=0.2):
+            if self.process.poll() is not None:
+                self.process = None
+                raise MosquittoFailed(f"mosquitto exited at start:\n{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MosquittoFailed(f"mosquitto did not listen within {timeout} s")
+            time.sleep(0.01)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the broker to exit (it saves its state), killing it if it does not in time."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.info("mosquitto.stopped", url=self.url)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> PrivateMosquitto:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
