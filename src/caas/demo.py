@@ -359,30 +359,38 @@ async def _serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until one server stops; then stop them all."""
     loop = asyncio.get_running_loop()
+    interrupted = False
 
     def stop_all() -> None:
         for server, _ in servers.values():
-            if server.should_exit:  # a second Ctrl-C: do not wait for open connections
-                server.force_exit = True
             server.should_exit = True
 
+    def on_signal() -> None:
+        nonlocal interrupted
+        if interrupted:  # a second Ctrl-C: do not wait for open connections
+            for server, _ in servers.values():
+                server.force_exit = True
+        interrupted = True
+        stop_all()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_all)
+        loop.add_signal_handler(signum, on_signal)
     try:
         tasks = {
             name: asyncio.create_task(server.serve(sockets=[sock]), name=f"serve-{name}")
             for name, (server, sock) in servers.items()
         }
-        while not all(server.started for server, _ in servers.values()):
+        while not all(server.started for server, _ in servers.values()) and not interrupted:
             failed = [name for name, task in tasks.items() if task.done()]
             if failed:
                 stop_all()
                 await asyncio.gather(*tasks.values(), return_exceptions=True)
                 raise StartupError(f"the {failed[0]} server did not start (see the log above)")
             await asyncio.sleep(0.02)
-        on_ready()
-        await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-        stop_all()
+        if not interrupted:
+            on_ready()
+            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            stop_all()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
