@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from caas.web import accounts, console, intranet, portal, workshop
 from caas.web.pages import STATIC_DIR
 
+FAVICON = STATIC_DIR / "favicon.svg"
+
+
+def favicon() -> FileResponse:
+    """The site's icon where browsers look for it without being told (`/favicon.ico`)."""
+    return FileResponse(
+        FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
 
 def include_web(app: FastAPI) -> None:
-    """Every page router, and `/static` (CSS and the little JavaScript the pages use)."""
+    """Every page router, `/static` (CSS, the icon and the little JavaScript the pages use),
+    and `/favicon.ico`."""
     for module in (accounts, intranet, portal, console, workshop):
         app.include_router(module.router)
     app.include_router(portal.live_router)
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

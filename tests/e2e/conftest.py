@@ -1,0 +1,94 @@
+"""The running world the journeys walk through: the platform's API and its worker on a scratch
+PostgreSQL, the factory, registry and payment provider simulators as HTTP servers, and a real
+SMTP server that receives the customer's e-mails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from caas.app import create_app
+from caas.core.clock import SystemClock
+from caas.core.db import make_engine, make_session_factory
+from caas.core.net import free_port
+from caas.core.settings import Settings
+from caas.worker import Worker, build_relay
+from caas_sim.factory import create_app as factory_app
+from caas_sim.payments import create_app as payments_app
+from caas_sim.registry import create_app as registry_app
+from tests.conftest import ScratchDatabases, SmtpInbox
+from tests.servers import ServerThread
+
+
+@dataclass
+class World:
+    platform: str
+    factory: str
+    payments: str
+    registry: str
+    smtp: SmtpInbox
+    sessions: sessionmaker[Session]
+
+
+@pytest.fixture
+def world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Iterator[World]:
+    """Every piece on its own port, the factory advancing only when a test says so."""
+    engine = make_engine(scratch_databases.create())
+    sessions = make_session_factory(engine)
+    ports = {name: free_port() for name in ("platform", "factory", "payments", "registry")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    settings = Settings(
+        env="test",
+        public_url=urls["platform"],
+        smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+        factory_url=urls["factory"],
+        registry_url=urls["registry"],
+        payment_url=urls["payments"],
+        # Where the customer's browser tokenises a card: the sandbox itself, on this machine.
+        payment_public_url=urls["payments"],
+    )
+    servers = [
+        ServerThread(
+            create_app(settings=settings, sessions=sessions, clock=SystemClock()),
+            ports["platform"],
+        ),
+        ServerThread(
+            factory_app(
+                webhook_url=f"{urls['platform']}/api/v1/factory/events",
+                webhook_secret=settings.factory_webhook_secret,
+                api_key=settings.factory_api_key,
+                auto_advance=False,
+            ),
+            ports["factory"],
+        ),
+        ServerThread(
+            payments_app(
+                api_key=settings.payment_api_key,
+                webhook_url=f"{urls['platform']}/api/v1/webhooks/payments",
+                webhook_secret=settings.payment_webhook_secret,
+            ),
+            ports["payments"],
+        ),
+        ServerThread(registry_app(api_key=settings.registry_api_key), ports["registry"]),
+    ]
+    for server in servers:
+        server.start()
+    worker = Worker(build_relay(settings, sessions, SystemClock()), idle_seconds=0.02)
+    worker.start()
+    try:
+        yield World(
+            platform=urls["platform"],
+            factory=urls["factory"],
+            payments=urls["payments"],
+            registry=urls["registry"],
+            smtp=smtp,
+            sessions=sessions,
+        )
+    finally:
+        worker.stop()
+        for server in servers:
+            server.stop()
+        engine.dispose()

@@ -1,0 +1,243 @@
+"""The demo's journey in a real browser, each role on its own pages, as a person clicks it.
+
+Debian's Chromium, driven by Playwright, walks the same running world as the HTTP journey: the
+dealer sells through the intranet form, the customer activates from the e-mail and pays by card
+in the portal on a phone-sized screen (the card goes from the page to the payment sandbox, only
+its token to the platform), the factory reports its stages, the dealer delivers, and the
+customer's file, the operator's console and the workshop show the car. Every wait is for
+something the page shows, with a deadline; one screenshot per role lands in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+from caas.sales.rules import FACTORY_STAGES
+from caas.seed import DEMO_PASSWORD
+from tests.e2e.conftest import World
+from tests.factories import sale_payload
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+WIDE: ViewportSize = {"width": 1440, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+# Long enough for the order page's live status, which asks every four seconds.
+WAIT_MS = 15_000
+
+CUSTOMER_PASSWORD = "my-own-long-password"
+TEST_CARD = ("4242 4242 4242 4242", "12/30", "123")
+SPANISH_PLATE = re.compile(r"^\d{4} [BCDFGHJKLMNPRSTVWXYZ]{3}$")
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, never a browser downloaded by a test tool."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"the browser tests need Debian's Chromium at {CHROMIUM} (`make browser`)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Visitors:
+    """Opens a browser window per role and remembers what the pages complained about."""
+
+    browser: Browser
+    world: World
+    shots: Path
+    complaints: list[str] = field(default_factory=list)
+
+    def window(self, viewport: ViewportSize) -> Page:
+        context = self.browser.new_context(viewport=viewport, base_url=self.world.platform)
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        page.on("console", self._listen)
+        return page
+
+    def logged_in(self, email: str, password: str, viewport: ViewportSize = DESKTOP) -> Page:
+        page = self.window(viewport)
+        page.goto("/login")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        expect(page.locator("header .who")).to_be_visible()
+        return page
+
+    def shoot(self, page: Page, role: str) -> None:
+        page.screenshot(path=self.shots / f"{role}.png", full_page=True)
+
+    def _listen(self, message: ConsoleMessage) -> None:
+        # Chromium logs a page's missing autocomplete hints, failed loads (a favicon's 404) and
+        # script errors here.
+        if message.type in ("error", "warning") or message.text.startswith("[DOM]"):
+            self.complaints.append(f"{message.type}: {message.text} ({message.location['url']})")
+
+
+@pytest.fixture
+def visitors(browser: Browser, world: World, tmp_path: Path) -> Visitors:
+    return Visitors(browser, world, tmp_path)
+
+
+def _expect_state(page: Page, state: str) -> None:
+    """Wait until the order's badge says `state` (reloads and live updates included)."""
+    expect(page.locator(".page-head [data-state]")).to_have_attribute(
+        "data-state", state, timeout=WAIT_MS
+    )
+
+
+def _pay_by_card(page: Page) -> None:
+    """Type the test card and pay; the platform receives the provider's token, not the card."""
+    number, expiry, cvc = TEST_CARD
+    page.fill("#card-number", number)
+    page.fill("#card-expiry", expiry)
+    page.fill("#card-cvc", cvc)
+    with page.expect_request(re.compile(r"/portal/orders/\d+/pay$")) as paying:
+        page.click("#pay-form button[type=submit]")
+    body = paying.value.post_data or ""
+    posted = parse_qs(body)
+    assert set(posted) == {"csrf_token", "kind", "idempotency_key", "card_token"}, posted
+    assert posted["card_token"][0]
+    assert number.replace(" ", "") not in body
+
+
+def _fits_the_screen(page: Page) -> None:
+    """Nothing sticks out sideways: the page reads on a phone without scrolling across."""
+    viewport = page.viewport_size
+    assert viewport is not None
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= viewport["width"], f"{page.url} is {width} px wide"
+
+
+def test_each_role_walks_the_journey_in_the_browser(world: World, visitors: Visitors) -> None:
+    payload = sale_payload("ES")
+    customer_data = payload["customer"]
+    email = customer_data["email"]
+
+    # 1. The dealer fills the sale form; the quote beside it is priced live, then the sale closes.
+    dealer = visitors.logged_in("sales.madrid@caas.example", DEMO_PASSWORD)
+    dealer.goto("/intranet/sales/new")
+    dealer.select_option("select[name='customer.country']", "ES")
+    for name in ("first_name", "last_name", "national_id", "email", "phone", "street"):
+        dealer.fill(f"input[name='customer.{name}']", customer_data[name])
+    dealer.fill("input[name='customer.postal_code']", customer_data["postal_code"])
+    dealer.fill("input[name='customer.city']", customer_data["city"])
+    dealer.select_option("select[name='plan.platform']", "AURA")
+    dealer.check("input[name='plan.features.AURA'][value='driver_assist']")
+    dealer.fill("input[name='plan.service_period_months']", "48")
+    dealer.check("input[name='plan.maintenance_included']")
+    plan = payload["plan"]
+    quote = dealer.request.post("/api/v1/quotes", data={"country": "ES", "plan": plan}).json()
+    expect(dealer.locator("#quote .total-row .num")).to_have_text(quote["total"]["formatted"])
+    visitors.shoot(dealer, "dealer-quote")
+    dealer.get_by_role("button", name="Close the sale").click()
+    dealer.wait_for_url(re.compile(r"/intranet/sales/\d+$"))
+    sale_id = int(dealer.url.rsplit("/", 1)[1])
+    _expect_state(dealer, "awaiting_deposit")
+
+    # 2. The customer opens the activation link from the real e-mail and chooses a password.
+    wait_until(lambda: bool(world.smtp.to(email)), timeout=10)
+    link = re.search(
+        r"https?://\S+/activate\?token=[\w-]+", world.smtp.text_of(world.smtp.to(email)[0])
+    )
+    assert link is not None
+    customer = visitors.window(PHONE)
+    customer.goto(link.group(0))
+    customer.fill("input[name=password]", CUSTOMER_PASSWORD)
+    customer.fill("input[name=password_again]", CUSTOMER_PASSWORD)
+    customer.click("button[type=submit]")
+    customer.wait_for_url("**/portal/orders")
+    customer.click(f"a[data-order='{sale_id}']")
+    _expect_state(customer, "awaiting_deposit")
+    _fits_the_screen(customer)
+
+    # 3. The deposit, by card: the page tokenises it at the sandbox; the order goes to the
+    #    factory by itself and the page, which keeps asking for its status, shows it.
+    _pay_by_card(customer)
+    _expect_state(customer, "ordered")
+    (factory_order,) = httpx.get(f"{world.factory}/sim/orders").json()
+
+    # 4. The factory reports every stage; the customer's page follows to "at the dealer".
+    for _stage in FACTORY_STAGES:
+        advanced = httpx.post(f"{world.factory}/sim/orders/{factory_order['order_id']}/advance")
+        assert advanced.status_code == 200 and advanced.json()["delivered"], advanced.text
+    _expect_state(customer, FACTORY_STAGES[-1])
+
+    # 5. The rest is paid the same way; the worker registers the car with the Spanish registry.
+    _pay_by_card(customer)
+    _expect_state(customer, "registered")
+    plate = customer.locator("[data-plate]").inner_text()
+    assert SPANISH_PLATE.match(plate), plate
+
+    # 6. The dealer books the transport (tomorrow is already filled in), dispatches, hands over.
+    dealer.reload()
+    expect(dealer.locator("[data-plate]")).to_have_text(plate)
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    expect(dealer.locator("input[name=scheduled_for]")).to_have_value(tomorrow)
+    dealer.fill("input[name=carrier]", "TransAuto Iberia")
+    for button, state in (
+        ("Schedule the transport", "delivery_scheduled"),
+        ("The car has left (in transit)", "in_transit"),
+        ("Handed over to the customer", "delivered"),
+    ):
+        dealer.get_by_role("button", name=button).click()
+        _expect_state(dealer, state)
+    visitors.shoot(dealer, "dealer")
+
+    # The customer's file: the car with its plate, and an invoice for each payment.
+    customer.goto("/portal/file")
+    expect(customer.locator("#purchase .plate")).to_have_text(plate)
+    expect(customer.locator("#invoices tbody tr")).to_have_count(2)
+    _fits_the_screen(customer)
+    visitors.shoot(customer, "customer")
+
+    # The operator lands on all the orders and sees this one delivered.
+    operator = visitors.logged_in("operator@caas.example", DEMO_PASSWORD, WIDE)
+    operator.wait_for_url("**/operator/orders")
+    row = operator.locator("tbody tr", has_text=factory_order["order_id"])
+    expect(row.locator("[data-state]")).to_have_attribute("data-state", "delivered")
+    visitors.shoot(operator, "operator")
+
+    # The workshop finds the car by its plate, typed as a person types it.
+    workshop = visitors.logged_in("workshop@caas.example", DEMO_PASSWORD)
+    workshop.fill("input[name=q]", plate.replace(" ", "").lower())
+    workshop.get_by_role("button", name="Find").click()
+    workshop.wait_for_url(re.compile(r"/workshop/cars/\w{17}$"))
+    expect(workshop.locator(".page-head .plate")).to_have_text(plate)
+    visitors.shoot(workshop, "workshop")
+
+    favicon = workshop.request.get("/favicon.ico")
+    assert favicon.ok and favicon.headers["content-type"] == "image/svg+xml"
+    assert visitors.complaints == []
