@@ -96,10 +96,14 @@ def start_demo(tmp_path: Path) -> Iterator[Any]:
         return demo
 
     yield start
-    for demo in started:
+    for demo in started:  # after a failure: stop politely, so an embedded database stops too
         if demo.process.poll() is None:
-            demo.process.kill()
-            demo.process.wait()
+            demo.process.terminate()
+            try:
+                demo.process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                demo.process.kill()
+                demo.process.wait()
 
 
 def test_two_demos_run_side_by_side_stop_cleanly_and_keep_their_data(
