@@ -115,3 +115,12 @@ def test_dealer_sees_only_own_dealership_sales(
 
 def test_anonymous_cannot_close_sales(app_client: TestClient) -> None:
     assert close_sale(app_client, sale_payload()).status_code == 401
+
+
+def test_quote_amounts_follow_the_accept_language(app_client: TestClient) -> None:
+    login(app_client, "sales.madrid@caas.example")
+    body = {"country": "ES", "plan": sale_payload()["plan"]}
+    spanish = app_client.post("/api/v1/quotes", json=body, headers={"Accept-Language": "es-ES"})
+    english = app_client.post("/api/v1/quotes", json=body, headers={"Accept-Language": "en"})
+    assert spanish.json()["total"]["formatted"].endswith("€")
+    assert english.json()["total"]["formatted"].startswith("€")

@@ -112,3 +112,15 @@ def _settings(request: Request) -> Settings:
 DbSession = Annotated[Session, Depends(_session, scope="function")]
 ClockDep = Annotated[Clock, Depends(_clock)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+SPOKEN_LANGUAGES = frozenset({"en", "es", "fr", "de", "it", "pt"})
+
+
+def display_language(accept_language: str | None, fallback: str) -> str:
+    """The first language of an Accept-Language header that the platform speaks."""
+    for item in (accept_language or "").split(","):
+        primary = item.split(";")[0].strip().split("-")[0].lower()
+        if primary in SPOKEN_LANGUAGES:
+            return primary
+    return fallback

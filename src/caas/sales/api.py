@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from caas.accounts.deps import CurrentUser, Dealer
-from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
+from caas.core.api import ClockDep, DbSession, SettingsDep, display_language, error_responses
 from caas.core.history import subject_history
 from caas.core.idempotency import once
 from caas.sales import service
@@ -48,9 +48,21 @@ class SalePage(BaseModel):
     summary="Price a commercial plan in a country (net, VAT, total, deposit)",
     responses=error_responses(401, 403, 422),
 )
-def create_quote(body: QuoteCreate, session: DbSession, user: Dealer) -> QuoteRead:
+def create_quote(
+    body: QuoteCreate,
+    session: DbSession,
+    user: Dealer,
+    accept_language: Annotated[
+        str | None,
+        Header(
+            description="Language to format the amounts in (`es`, `en`...); the user's own when"
+            " absent or not one the platform speaks",
+            examples=["es"],
+        ),
+    ] = None,
+) -> QuoteRead:
     priced = service.price_plan(session, country_code=body.country, plan=body.plan)
-    return quote_read(priced, user.language)
+    return quote_read(priced, display_language(accept_language, user.language))
 
 
 @router.post(

@@ -89,7 +89,11 @@
     fetch(form.dataset.quoteUrl, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      headers: {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Accept-Language": document.documentElement.lang || "en"
+      },
       body: JSON.stringify({ country: country, plan: chosen })
     })
       .then(function (response) {
