@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -397,3 +398,77 @@ def keys_show(
             f"{certificate.not_after:%Y-%m-%d %H:%M} UTC"
         )
         console.print(f"  signing key file: {'present' if found.has_signing_key else 'missing'}")
+
+
+sim_app = typer.Typer(
+    help="Simulators of the world outside the maker, run on their own.", no_args_is_help=True
+)
+app.add_typer(sim_app, name="sim")
+
+
+class MqttVersion(StrEnum):
+    AUTO = "auto"
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+@sim_app.command("vehicles")
+def sim_vehicles(
+    fleet_file: Annotated[
+        Path,
+        typer.Option(
+            dir_okay=False,
+            help="JSON written at provisioning: each car's VIN, broker password, own private "
+            "key and the maker's root public key.",
+        ),
+    ],
+    broker: Annotated[
+        str,
+        typer.Option(
+            envvar="CAAS_MQTT_URL",
+            help="mqtt://host:port; credentials in it are ignored (each car has its own).",
+        ),
+    ] = "mqtt://127.0.0.1:1883",
+    count: Annotated[
+        int | None, typer.Option(min=1, help="Run the first N cars of the file; default: all.")
+    ] = None,
+    mqtt_version: Annotated[
+        MqttVersion, typer.Option(help="auto: 5 when the broker speaks it, else 3.1.1.")
+    ] = MqttVersion.AUTO,
+    host: Annotated[str, typer.Option(help="Interface of the cars' screens.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the cars' screens and key endpoints.")
+    ] = 8100,
+    telemetry_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Each car sends telemetry this often.")
+    ] = 10.0,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Cars connecting at once (the next batch waits).")
+    ] = 50,
+) -> None:
+    """Run simulated cars, each a real MQTT client with its own credentials, in one process;
+    their screens (`/cars`) and local key endpoints on --port. Ctrl-C disconnects them."""
+    import uvicorn
+    from aiomqtt import ProtocolVersion
+
+    from caas.core.logging import configure_logging
+    from caas_sim.vehicle.agent import BrokerEndpoint
+    from caas_sim.vehicle.fleet import Fleet, FleetFile
+    from caas_sim.vehicle.screen import create_app
+
+    protocols = {MqttVersion.V5: ProtocolVersion.V5, MqttVersion.V311: ProtocolVersion.V311}
+    try:
+        loaded = FleetFile.read(fleet_file)
+        endpoint = BrokerEndpoint.from_url(broker, protocol=protocols.get(mqtt_version))
+    except ValueError as error:
+        raise CommandFailed(str(error)) from None
+    if count is not None and count > len(loaded.cars):
+        raise CommandFailed(f"--count {count}, but the fleet file has {len(loaded.cars)} cars")
+    configure_logging(None)
+    fleet = Fleet.from_file(loaded, endpoint, count=count, batch_size=batch_size)
+    _stderr().print(
+        f"{len(fleet)} cars connecting to {endpoint.host}:{endpoint.port}; "
+        f"their screens on http://{host}:{port}/cars"
+    )
+    screens = create_app(fleet, run_fleet=True, telemetry_seconds=telemetry_seconds)
+    uvicorn.run(screens, host=host, port=port, log_config=None)
