@@ -71,6 +71,9 @@ QOS_EVENTS = QOS_AT_LEAST_ONCE  # duplicates are dropped by (VIN, seq)
 QOS_STATUS = QOS_AT_LEAST_ONCE
 # Retained: a car that connects gets its newest manifest at once; the platform reads every car's
 # last status when it (re)subscribes.
+# The reason a car gives when it defers a change to how it drives until it is parked.
+DEFERRED_UNTIL_PARKED = "waiting_to_be_parked"
+
 RETAIN_DESIRED = True
 RETAIN_STATUS = True
 
@@ -435,7 +438,7 @@ class Reported(Payload):
         default=None,
         max_length=200,
         description="Why it was rejected (a `caas.protocol.manifest` reason code such as "
-        "`stale_version`) or deferred (`waiting_for_park`)",
+        "`stale_version`) or deferred (`waiting_to_be_parked`)",
         examples=["bad_signature"],
     )
     at: UtcDatetime = Field(description="By the car's clock")

@@ -67,7 +67,7 @@ KeyAction = Literal["unlock", "start"]
 KeyRefusal = Literal["not_paired", "key_not_authorised", "no_challenge", "bad_signature"]
 MeteringUnit = Literal["activation", "hour", "km"]
 
-DEFERRED_REASON: Final = "waiting_to_be_parked"
+DEFERRED_REASON: Final = mqtt.DEFERRED_UNTIL_PARKED
 METERED_PARAMETER: Final = "metered"
 CHALLENGE_LIFETIME = timedelta(seconds=60)
 MAX_OPEN_CHALLENGES = 8
