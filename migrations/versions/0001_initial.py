@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 12:42:30.883137
+Create Date: 2026-11-23 13:41:30.766533
 """
 
 from collections.abc import Sequence
@@ -101,6 +101,40 @@ def upgrade() -> None:
         sa.Column("software_version", sa.String(length=20), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platforms")),
         sa.UniqueConstraint("code", name=op.f("uq_platforms_code")),
+    )
+    op.create_table(
+        "telemetry_samples",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("vin", sa.String(length=17), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("odometer_km", sa.Double(), nullable=False),
+        sa.Column("software_version", sa.String(length=20), nullable=False),
+        sa.Column("parked", sa.Boolean(), nullable=False),
+        sa.Column("battery_percent", sa.Double(), nullable=True),
+        sa.Column("speed_kmh", sa.Double(), nullable=True),
+        sa.Column("readings", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("latitude", sa.Double(), nullable=True),
+        sa.Column("longitude", sa.Double(), nullable=True),
+        sa.PrimaryKeyConstraint("id", "at", name=op.f("pk_telemetry_samples")),
+        sa.UniqueConstraint("vin", "at", "seq", name="uq_telemetry_samples_vin_at_seq"),
+    )
+    op.create_table(
+        "usage_events",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("vin", sa.String(length=17), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("feature", sa.String(length=40), nullable=False),
+        sa.Column("unit", sa.String(length=20), nullable=False),
+        sa.Column("quantity", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_events")),
+        sa.UniqueConstraint("vin", "seq", name=op.f("uq_usage_events_vin_seq")),
+    )
+    op.create_index(
+        "ix_usage_events_vin_feature_at", "usage_events", ["vin", "feature", "at"], unique=False
     )
     op.create_table(
         "dealerships",
@@ -269,6 +303,19 @@ def upgrade() -> None:
     )
     op.create_index(
         "ix_notifications_user_created", "notifications", ["user_id", "created_at"], unique=False
+    )
+    op.create_table(
+        "consents",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("purpose", sa.String(length=40), nullable=False),
+        sa.Column("granted", sa.Boolean(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_consents_customer_id_customers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_consents")),
+        sa.UniqueConstraint("customer_id", "purpose", name=op.f("uq_consents_customer_id_purpose")),
     )
     op.create_table(
         "history",
@@ -575,6 +622,47 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "phone_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=80), nullable=False),
+        sa.Column("algorithm", sa.String(length=20), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_phone_keys_user_id_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_phone_keys_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_phone_keys")),
+    )
+    op.create_index(
+        "ix_phone_keys_vehicle", "phone_keys", ["vehicle_id", "revoked_at"], unique=False
+    )
+    op.create_table(
+        "vehicle_state",
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("odometer_km", sa.Double(), nullable=True),
+        sa.Column("software_version", sa.String(length=20), nullable=True),
+        sa.Column("parked", sa.Boolean(), nullable=True),
+        sa.Column("battery_percent", sa.Double(), nullable=True),
+        sa.Column("speed_kmh", sa.Double(), nullable=True),
+        sa.Column("latitude", sa.Double(), nullable=True),
+        sa.Column("longitude", sa.Double(), nullable=True),
+        sa.Column("telemetry_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("telemetry_seq", sa.BigInteger(), nullable=True),
+        sa.Column("online", sa.Boolean(), nullable=False),
+        sa.Column("status_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_vehicle_state_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("vehicle_id", name=op.f("pk_vehicle_state")),
+    )
+    op.create_table(
         "invoice_lines",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("invoice_id", sa.BigInteger(), nullable=False),
@@ -604,6 +692,9 @@ def downgrade() -> None:
         "\nDROP TRIGGER IF EXISTS invoice_lines_immutable ON invoice_lines;\nDROP TRIGGER IF EXISTS invoices_immutable ON invoices;\nDROP FUNCTION IF EXISTS refuse_invoice_change();\n"
     )
     op.drop_table("invoice_lines")
+    op.drop_table("vehicle_state")
+    op.drop_index("ix_phone_keys_vehicle", table_name="phone_keys")
+    op.drop_table("phone_keys")
     op.drop_index("ix_maintenance_records_vehicle_performed", table_name="maintenance_records")
     op.drop_table("maintenance_records")
     op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
@@ -626,6 +717,7 @@ def downgrade() -> None:
     op.drop_index("ix_history_subject", table_name="history")
     op.drop_index("ix_history_customer", table_name="history")
     op.drop_table("history")
+    op.drop_table("consents")
     op.drop_index("ix_notifications_user_created", table_name="notifications")
     op.drop_table("notifications")
     op.drop_table("customers")
@@ -638,6 +730,9 @@ def downgrade() -> None:
     op.drop_table("platform_prices")
     op.drop_table("features")
     op.drop_table("dealerships")
+    op.drop_index("ix_usage_events_vin_feature_at", table_name="usage_events")
+    op.drop_table("usage_events")
+    op.drop_table("telemetry_samples")
     op.drop_table("platforms")
     op.drop_index("ix_outbox_due", table_name="outbox", postgresql_where="done_at IS NULL")
     op.drop_table("outbox")

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     )
     mqtt_admin_password: str = DEMO_SECRET
 
+    vehicle_sim_url: str | None = Field(
+        default=None,
+        description="Where the customer's browser reaches the car simulator's local key "
+        "endpoint (standing in for Bluetooth) for the digital key's unlock demo; unset: no demo",
+    )
+
     activation_token_hours: int = 72
     login_max_failures: int = 5
     login_window_minutes: int = 15
