@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 13:41:30.766533
+Create Date: 2026-11-23 13:44:03.814512
 """
 
 from collections.abc import Sequence
@@ -555,6 +555,40 @@ def upgrade() -> None:
         op.f("ix_vehicles_owner_customer_id"), "vehicles", ["owner_customer_id"], unique=False
     )
     op.create_table(
+        "configuration_versions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("body", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("manifest", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("reason", sa.String(length=80), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("publish_count", sa.Integer(), nullable=False),
+        sa.Column("reported_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("report_reason", sa.String(length=200), nullable=True),
+        sa.Column("active_features", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"],
+            ["vehicles.id"],
+            name=op.f("fk_configuration_versions_vehicle_id_vehicles"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_configuration_versions")),
+        sa.UniqueConstraint(
+            "vehicle_id", "version", name=op.f("uq_configuration_versions_vehicle_id_version")
+        ),
+    )
+    op.create_index(
+        "ix_configuration_versions_waiting",
+        "configuration_versions",
+        ["vehicle_id"],
+        unique=False,
+        postgresql_where="state IN ('pending', 'deferred')",
+    )
+    op.create_table(
         "invoices",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("number", sa.String(length=30), nullable=False),
@@ -700,6 +734,12 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
     op.drop_index(op.f("ix_invoices_customer_id"), table_name="invoices")
     op.drop_table("invoices")
+    op.drop_index(
+        "ix_configuration_versions_waiting",
+        table_name="configuration_versions",
+        postgresql_where="state IN ('pending', 'deferred')",
+    )
+    op.drop_table("configuration_versions")
     op.drop_index(op.f("ix_vehicles_owner_customer_id"), table_name="vehicles")
     op.drop_table("vehicles")
     op.drop_table("sale_features")

@@ -1,9 +1,11 @@
 """`caas demo`: the platform and the outside world it talks to, in one process on 127.0.0.1.
 
-One asyncio loop serves the API and web pages, the factory, registry and payment simulators and
-the mail catcher's inbox page, each a uvicorn server on its own port; the worker delivers the
-outbox in a thread. The database is an embedded PostgreSQL under the data directory unless
-CAAS_DATABASE_URL names one. Ctrl-C (or SIGTERM) stops all of it, the database last.
+One asyncio loop serves the API and web pages, the factory, registry and payment simulators, the
+mail catcher's inbox page and the simulated cars' screens, each a uvicorn server on its own port;
+the simulated cars live on the same loop. The worker delivers the outbox and talks MQTT with the
+cars (a private Mosquitto when installed, else the embedded broker) in threads. The database is
+an embedded PostgreSQL under the data directory unless CAAS_DATABASE_URL names one. Ctrl-C (or
+SIGTERM) stops all of it, the database last.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.engine import make_url
 from caas.core.migrate import upgrade
 from caas.core.net import free_port
 from caas.core.settings import Settings
+from caas.iot.local import LocalBroker, start_local_broker
 from caas.runtime import Runtime, StartupError, display_url, read_settings
 from caas.seed import DemoLogin
 
@@ -62,6 +65,7 @@ class DemoOptions:
     payment_port: int = 0
     mail_port: int = 0
     smtp_port: int = 0
+    cars_port: int = 0
     stage_seconds: float = 5.0
     registry_rejection_rate: float = 0.15
 
@@ -73,6 +77,7 @@ class DemoPorts:
     registry: int
     payments: int
     mail: int
+    cars: int
     smtp: int
 
 
@@ -84,6 +89,7 @@ class DemoUrls:
     factory: str
     registry: str
     payments: str
+    cars: str
     smtp: str
 
     @classmethod
@@ -95,6 +101,7 @@ class DemoUrls:
             factory=_http(ports.factory),
             registry=_http(ports.registry),
             payments=_http(ports.payments),
+            cars=f"{_http(ports.cars)}/cars",
             smtp=f"smtp://{HOST}:{ports.smtp}",
         )
 
@@ -133,7 +140,11 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
             with progress.status("Starting the embedded PostgreSQL…"):
                 database_url = _start_embedded_database(data_dir / "pg", stack)
             progress.print(f"[green]✓[/] Embedded PostgreSQL running in {data_dir / 'pg'}")
-        settings = demo_settings(ports, database_url=database_url, data_dir=data_dir)
+        with progress.status("Starting the MQTT broker…"):
+            broker = start_local_broker(data_dir / "mqtt")
+            stack.callback(broker.stop)
+        progress.print(f"[green]✓[/] MQTT broker ({broker.kind}) on {broker.url}")
+        settings = demo_settings(ports, database_url=database_url, data_dir=data_dir, broker=broker)
         runtime = Runtime.connect(settings)
         stack.callback(runtime.close)
         with progress.status(f"Migrating {database}…"):
@@ -144,7 +155,7 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         progress.print("[green]✓[/] Demo data ready (a second run keeps it and adds nothing)")
 
         with progress.status("Starting the simulators, the worker and the web servers…"):
-            apps = _build_apps(runtime, options, ports, data_dir, stack)
+            apps = _build_apps(runtime, options, ports, data_dir, stack, broker)
             worker = runtime.create_worker()
             worker.start()
             stack.callback(worker.stop)
@@ -162,8 +173,10 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         progress.print("Stopping…")
 
 
-def demo_settings(ports: DemoPorts, *, database_url: str, data_dir: Path) -> Settings:
-    """The platform's settings pointed at this demo's own simulators and mail catcher."""
+def demo_settings(
+    ports: DemoPorts, *, database_url: str, data_dir: Path, broker: LocalBroker
+) -> Settings:
+    """The platform's settings pointed at this demo's own simulators, mail catcher and broker."""
     return read_settings(
         database_url=database_url,
         data_dir=data_dir,
@@ -173,6 +186,10 @@ def demo_settings(ports: DemoPorts, *, database_url: str, data_dir: Path) -> Set
         payment_url=_http(ports.payments),
         payment_public_url=_http(ports.payments),
         smtp_url=f"smtp://{HOST}:{ports.smtp}",
+        mqtt_url=broker.service_url,
+        mqtt_admin_username=broker.admin_username,
+        mqtt_admin_password=broker.admin_password,
+        vehicle_sim_url=_http(ports.cars),
     )
 
 
@@ -188,6 +205,7 @@ def print_welcome(
     places.add_row("Factory simulator (OpenAPI)", f"{urls.factory}/docs")
     places.add_row("Registry simulator, ES FR DE IT PT (OpenAPI)", f"{urls.registry}/docs")
     places.add_row("Payment sandbox (OpenAPI)", f"{urls.payments}/docs")
+    places.add_row("Simulated cars: their screens", urls.cars)
     places.add_row("SMTP (mail catcher)", urls.smtp)
     console.print(places)
 
@@ -224,6 +242,7 @@ def _listen_on_ports(options: DemoOptions, stack: ExitStack) -> dict[str, socket
         "registry": (options.registry_port, "--registry-port"),
         "payments": (options.payment_port, "--payment-port"),
         "mail": (options.mail_port, "--mail-port"),
+        "cars": (options.cars_port, "--cars-port"),
     }
     sockets: dict[str, socket.socket] = {}
     for name, (port, option) in wanted.items():
@@ -312,11 +331,21 @@ def _refuse_second_demo_on(data_dir: Path) -> None:
 
 
 def _build_apps(
-    runtime: Runtime, options: DemoOptions, ports: DemoPorts, data_dir: Path, stack: ExitStack
+    runtime: Runtime,
+    options: DemoOptions,
+    ports: DemoPorts,
+    data_dir: Path,
+    stack: ExitStack,
+    broker: LocalBroker,
 ) -> dict[str, FastAPI]:
+    from caas.demo_cars import DemoCars
+    from caas.ota.service import signing_material
     from caas_sim import factory, mail, payments, registry
 
     settings = runtime.settings
+    # Loaded (made, the first time) from this demo's data directory: the platform signs with
+    # it and the cars pin its root.
+    signing = signing_material(settings)
     catcher = mail.MailCatcher(host=HOST, smtp_port=ports.smtp, directory=data_dir / "mail")
     catcher.start()
     stack.callback(catcher.stop)
@@ -340,6 +369,7 @@ def _build_apps(
             webhook_secret=settings.payment_webhook_secret,
         ),
         "mail": mail.create_app(catcher),
+        "cars": DemoCars(runtime, broker, signing.root_public_key).create_app(),
     }
 
 

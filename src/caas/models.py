@@ -9,6 +9,7 @@ from caas.factory import models as factory_models
 from caas.iot import models as iot_models
 from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
+from caas.ota import models as ota_models
 from caas.privacy import models as privacy_models
 from caas.registration import models as registration_models
 from caas.sales import models as sales_models
@@ -25,6 +26,7 @@ __all__ = [
     "iot_models",
     "maintenance_models",
     "notifications_models",
+    "ota_models",
     "outbox",
     "privacy_models",
     "registration_models",

@@ -15,6 +15,7 @@ from caas.notifications.api import router as notifications_router
 from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
+from caas.vehicles.api import router as twin_router
 from caas.vehicles.keys_api import router as phone_keys_router
 from caas.web.site import include_web
 
@@ -28,6 +29,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(registration_router)
     app.include_router(delivery_router)
     app.include_router(phone_keys_router)
+    app.include_router(twin_router)
     app.include_router(privacy_router)
     include_web(app)
     app.include_router(catalog_router)

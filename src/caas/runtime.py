@@ -18,7 +18,7 @@ from caas.core.db import make_engine, make_session_factory, normalise_url, unit_
 from caas.core.migrate import upgrade
 from caas.core.settings import Settings
 from caas.seed import DemoLogin, load_demo_data
-from caas.worker import Worker, build_relay
+from caas.worker import Worker, build_worker
 
 CONNECT_TIMEOUT_SECONDS = 5
 
@@ -110,7 +110,7 @@ class Runtime:
         return create_app(settings=self.settings, sessions=self.sessions, clock=self.clock)
 
     def create_worker(self) -> Worker:
-        return Worker(build_relay(self.settings, self.sessions, self.clock))
+        return build_worker(self.settings, self.sessions, self.clock)
 
     def load_demo_data(self) -> list[DemoLogin]:
         """The demo data, committed; loading it again adds nothing."""

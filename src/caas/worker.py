@@ -1,27 +1,41 @@
-"""The background worker: delivers the outbox (e-mails, factory orders, registrations...)."""
+"""The background worker: delivers the outbox (e-mails, factory orders, registrations...) and,
+with a broker, talks MQTT with the cars (`caas.iot.bridge`)."""
 
 from __future__ import annotations
 
 import threading
+import time
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock, SystemClock
-from caas.core.outbox import Handler, Relay
+from caas.core.outbox import Handler, OutboxListener, Relay
 from caas.core.settings import Settings
+
+if TYPE_CHECKING:
+    from caas.iot.bridge import Bridge
+    from caas.ota.publisher import DesiredPublisher
 
 log = structlog.get_logger(__name__)
 
+# How often an idle relay waiting for NOTIFY looks whether it was asked to stop.
+STOP_CHECK_SECONDS = 0.5
 
-def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, Handler]:
+
+def build_handlers(
+    settings: Settings, clock: Clock | None = None, publisher: DesiredPublisher | None = None
+) -> dict[str, Handler]:
     """Every outbox topic with the function that delivers it; each domain adds its own.
 
     `clock` is the relay's: handlers that change state date it with the same clock.
+    `publisher` sends configurations to the cars (the worker's MQTT bridge).
     """
     from caas.factory.jobs import handlers as factory_handlers
     from caas.iot.jobs import handlers as iot_handlers
     from caas.notifications.jobs import handlers as notification_handlers
+    from caas.ota.jobs import handlers as ota_handlers
     from caas.registration.jobs import handlers as registration_handlers
 
     clock = clock or SystemClock()
@@ -30,38 +44,117 @@ def build_handlers(settings: Settings, clock: Clock | None = None) -> dict[str, 
     handlers.update(factory_handlers(settings, clock))
     handlers.update(registration_handlers(settings, clock))
     handlers.update(iot_handlers(settings, clock))
+    handlers.update(ota_handlers(settings, clock, publisher))
     return handlers
 
 
-def build_relay(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> Relay:
+def build_relay(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: Clock,
+    publisher: DesiredPublisher | None = None,
+) -> Relay:
     return Relay(
         sessions=sessions,
         clock=clock,
-        handlers=build_handlers(settings, clock),
+        handlers=build_handlers(settings, clock, publisher),
         max_attempts=settings.outbox_max_attempts,
     )
 
 
-class Worker:
-    """Runs the relay in a thread until stopped; several workers may run side by side."""
+def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> Worker:
+    """The worker of `caas worker` and `caas demo`: the relay in `settings.worker_threads`
+    threads woken by NOTIFY, and the MQTT bridge when `CAAS_MQTT_URL` is set."""
+    from caas.iot.bridge import Bridge
 
-    def __init__(self, relay: Relay, *, idle_seconds: float = 0.5) -> None:
+    bridge = (
+        Bridge.from_settings(settings, sessions, clock) if settings.mqtt_url is not None else None
+    )
+    return Worker(
+        build_relay(settings, sessions, clock, publisher=bridge),
+        threads=settings.worker_threads,
+        listener_url=_listener_url(sessions),
+        bridge=bridge,
+    )
+
+
+def _listener_url(sessions: sessionmaker[Session]) -> str | None:
+    listener = OutboxListener.for_sessions(sessions)
+    return listener.url if listener is not None else None
+
+
+class Worker:
+    """Runs the relay until stopped; several workers may run side by side.
+
+    Idle, each relay thread waits for the outbox's NOTIFY (with `listener_url`) or polls every
+    `idle_seconds`; `bridge` (the MQTT connection) runs beside the relay for as long.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        idle_seconds: float = 0.5,
+        threads: int = 1,
+        listener_url: str | None = None,
+        bridge: Bridge | None = None,
+    ) -> None:
         self.relay = relay
         self.idle_seconds = idle_seconds
+        self.threads = threads
+        self.listener_url = listener_url
+        self.bridge = bridge
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_forever(self) -> None:
-        log.info("worker.started", topics=sorted(self.relay.handlers))
-        while not self._stop.is_set():
-            try:
-                handled = self.relay.run_once()
-            except Exception:  # a broken database must not kill the worker
-                log.exception("worker.cycle_failed")
-                handled = 0
-            if handled == 0:
-                self._stop.wait(self.idle_seconds)
+        """Deliver in this thread (and `threads - 1` more) until `stop`."""
+        log.info("worker.started", topics=sorted(self.relay.handlers), threads=self.threads)
+        if self.bridge is not None:
+            self.bridge.start()
+        helpers = [
+            threading.Thread(target=self._deliver, name=f"caas-relay-{n}", daemon=True)
+            for n in range(1, self.threads)
+        ]
+        for helper in helpers:
+            helper.start()
+        try:
+            self._deliver()
+        finally:
+            self._stop.set()
+            for helper in helpers:
+                helper.join(timeout=10)
+            if self.bridge is not None:
+                self.bridge.stop()
         log.info("worker.stopped")
+
+    def _deliver(self) -> None:
+        listener = OutboxListener(self.listener_url) if self.listener_url else None
+        if listener is not None:
+            listener.listen()  # before the first look at the outbox: no commit is missed
+        try:
+            while not self._stop.is_set():
+                try:
+                    handled = self.relay.run_once()
+                except Exception:  # a broken database must not kill the worker
+                    log.exception("worker.cycle_failed")
+                    handled = 0
+                if handled == 0:
+                    self._idle(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _idle(self, listener: OutboxListener | None) -> None:
+        """Until a notification, `idle_seconds`, or `stop` (noticed within half a second)."""
+        if listener is None:
+            self._stop.wait(self.idle_seconds)
+            return
+        deadline = time.monotonic() + self.idle_seconds
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or listener.wait(min(remaining, STOP_CHECK_SECONDS)):
+                return
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run_forever, name="caas-worker", daemon=True)

@@ -124,8 +124,10 @@ def test_stages_walk_the_order_to_the_dealer_notifying_each_and_the_car_is_born(
     assert vehicle.owner_customer_id == customer.id
     assert vehicle.software_version == "7.2.0"
     assert len(base64.b64decode(vehicle.public_key)) == 32
-    (born,) = subject_history(db, "vehicle", vehicle.id)
+    born, configured = subject_history(db, "vehicle", vehicle.id)
     assert (born.event, born.customer_id, born.actor_kind) == ("car.born", customer.id, "factory")
+    # On the IoT network from birth: configuration version 1, nothing on yet.
+    assert (configured.event, configured.details["version"]) == ("configuration.issued", 1)
     assembly = next(e for e in subject_history(db, "order", sale.id) if e.to_state == "assembly")
     assert assembly.details["vin"] == vehicle.vin
 

@@ -4,24 +4,33 @@ A message (an email, an order for the factory, a registration request) is a row 
 same transaction as the change that caused it, so a rolled-back change sends nothing and a
 committed one is always delivered. Workers claim due rows with FOR UPDATE SKIP LOCKED, so any
 number of them never take the same message, and a failed attempt is retried with backoff.
+
+Queuing a message due now also sends `NOTIFY caas_outbox` in the same transaction; PostgreSQL
+delivers it at commit, so an idle worker waiting in `OutboxListener.wait` starts at once
+instead of at its next poll.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import structlog
-from sqlalchemy import BigInteger, Index, String, Text, select
+from sqlalchemy import BigInteger, Index, String, Text, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from caas.core.clock import Clock
 from caas.core.db import Base
 
 log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "caas_outbox"
 
 
 class OutboxMessage(Base):
@@ -63,6 +72,8 @@ def enqueue(
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     session.execute(statement)
+    if run_after is None or run_after <= now:
+        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
 class RetryLater(Exception):
@@ -146,6 +157,63 @@ class Relay:
             attempts=message.attempts,
             error=message.last_error,
         )
+
+
+class OutboxListener:
+    """Waits on its own connection for `NOTIFY caas_outbox`, which `enqueue` sends at commit.
+
+    A notification that arrives while nobody waits is kept by the connection and ends the next
+    wait at once, so none is missed; a broken connection is reopened at the next wait.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: psycopg.Connection[Any] | None = None
+
+    @classmethod
+    def for_sessions(cls, sessions: sessionmaker[Session]) -> OutboxListener | None:
+        """A listener on the database of `sessions`; None when they are bound to a single
+        connection (tests), whose transactions never commit."""
+        bind = sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            return None
+        return cls(bind.url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+    def listen(self) -> bool:
+        """Start listening (before looking at the outbox, so no commit falls in between).
+        Whether it (re)connected just now: notifications sent meanwhile were lost, so the
+        caller looks at the outbox again."""
+        if self._connection is not None and not self._connection.closed:
+            return False
+        try:
+            connection = psycopg.connect(self.url, autocommit=True)
+            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except psycopg.Error as error:
+            log.warning("outbox.listen_failed", error=str(error))
+            return False
+        self._connection = connection
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Up to `timeout` seconds for a notification; True when one came (or when listening
+        had to start again, which may have missed some)."""
+        if self.listen():
+            return True
+        if self._connection is None:
+            time.sleep(timeout)  # the database is away: poll
+            return False
+        try:
+            for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error as error:
+            log.warning("outbox.listen_failed", error=str(error))
+            self.close()
+        return False
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def pending(session: Session, topic: str | None = None) -> list[OutboxMessage]:

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         description="The manifest signing key, its certificate and the root's public key "
         "(`caas keys`); unset: `data_dir`/keys",
     )
+    ota_resend_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A configuration the car has not answered is published again after this "
+        "long, then after twice as long each time (at most an hour)",
+    )
+    worker_threads: int = Field(
+        default=2, ge=1, le=64, description="Threads delivering the outbox in each worker"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

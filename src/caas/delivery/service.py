@@ -130,7 +130,10 @@ def dispatch_delivery(
 
 
 def complete_delivery(session: Session, sale: Sale, *, actor: Actor, now: datetime) -> Delivery:
-    """The car is handed over: the order waits for the phone to be paired with it."""
+    """The car is handed over: the order waits for the phone to be paired with it, and the car
+    gets a configuration with the plan's features, on from now for the service period."""
+    from caas.ota.service import request_configuration
+
     delivery = _scheduled(session, sale, "delivered")
     DELIVERY.check(delivery.state, "delivered")
     vehicle = vehicle_for_sale(session, sale.id)
@@ -152,6 +155,7 @@ def complete_delivery(session: Session, sale: Sale, *, actor: Actor, now: dateti
         event="car.delivered",
         details={"address": delivery.address, "sale_id": sale.id},
     )
+    request_configuration(session, vehicle, reason="delivered", actor=actor, now=now)
     transition_order(
         session,
         sale,

@@ -43,10 +43,14 @@ def record_birth(
     actor: Actor,
     now: datetime,
 ) -> Vehicle:
-    """The car's twin begins: its identity as the factory built it, and `car.born` in history.
+    """The car's twin begins: its identity as the factory built it, and `car.born` in history;
+    it joins the IoT network (broker credentials) with configuration version 1, nothing on.
 
     The VIN must be valid (ISO 3779 check digit) and not already taken by another car.
     """
+    from caas.iot.service import provision_car
+    from caas.ota.service import request_configuration
+
     vin_rules.validate(vin)
     if find_vehicle_by_vin(session, vin) is not None:
         raise Conflict("another car already has this VIN", code="vehicle.vin_taken", vin=vin)
@@ -76,4 +80,6 @@ def record_birth(
             "built_at": built_at.isoformat(),
         },
     )
+    provision_car(session, vin=vin, now=now)
+    request_configuration(session, vehicle, reason="car.born", actor=actor, now=now)
     return vehicle

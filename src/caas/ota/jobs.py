@@ -1,0 +1,55 @@
+"""Background work of OTA: publishing each configuration version, and re-sending it to a silent
+car."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from caas.core.clock import Clock
+from caas.core.outbox import Handler, RetryLater
+from caas.core.settings import Settings
+from caas.ota import service
+from caas.ota.publisher import DesiredPublisher, PublishFailed
+
+log = structlog.get_logger(__name__)
+
+
+def publish_configuration(
+    session: Session,
+    payload: dict[str, Any],
+    *,
+    publisher: DesiredPublisher | None,
+    clock: Clock,
+    resend_after: timedelta,
+) -> None:
+    """Publish the version on its car's desired topic, retained with QoS 1, unless the car has
+    answered it or a newer version replaced it meanwhile; then queue the next re-send."""
+    found = service.version_to_publish(session, int(payload["version_id"]))
+    if found is None:
+        return
+    version, vin = found
+    if publisher is None:
+        raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
+    try:
+        publisher.publish_desired(vin, service.manifest_payload(version))
+    except PublishFailed as error:
+        raise RetryLater(f"broker: {error}") from error
+    service.published(session, version, now=clock.now(), resend_after=resend_after)
+    log.info("ota.published", vin=vin, version=version.version, times=version.publish_count)
+
+
+def handlers(
+    settings: Settings, clock: Clock, publisher: DesiredPublisher | None = None
+) -> dict[str, Handler]:
+    resend_after = timedelta(seconds=settings.ota_resend_seconds)
+
+    def publish(session: Session, payload: dict[str, Any]) -> None:
+        publish_configuration(
+            session, payload, publisher=publisher, clock=clock, resend_after=resend_after
+        )
+
+    return {service.PUBLISH_TOPIC: publish}

@@ -1,0 +1,365 @@
+"""Over-the-air configuration: what each car must run, signed as a new version, and the car's
+answer to it.
+
+`effective_configuration` is the one place that decides what a car runs (today the sale's
+included features and the paired phones; the store adds its purchases there). Every change is a
+new `ConfigurationVersion`, strictly increasing per car, signed and queued for publication
+(`ota.publish`) in the caller's transaction; the worker publishes it retained with QoS 1 and
+re-sends it while the car stays silent; the car's `Reported` answer settles it
+(`record_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from caas.catalog import service as catalog
+from caas.core.history import Actor, record
+from caas.core.outbox import enqueue
+from caas.core.settings import Settings, get_settings
+from caas.ota.keys import SigningMaterial, ensure_demo_keys, load_signing_material
+from caas.ota.models import ConfigurationVersion
+from caas.ota.rules import (
+    STALE_VERSION,
+    WAITING_STATES,
+    CatalogFeature,
+    Entitlement,
+    feature_states,
+    plan_entitlements,
+    state_after_report,
+)
+from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported
+from caas.sales import service as sales
+from caas.sales.models import Sale
+from caas.vehicles.keys import active_phone_keys
+from caas.vehicles.models import Vehicle
+from caas.vehicles.service import find_vehicle_by_vin
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_TOPIC: Final = "ota.publish"
+SUBJECT: Final = "vehicle"
+# A re-send waits twice as long as the one before, up to this.
+LONGEST_RESEND_WAIT: Final = timedelta(hours=1)
+
+
+# --- signing material -------------------------------------------------------------------------
+
+_material: SigningMaterial | None = None
+_material_lock = threading.Lock()
+
+
+def signing_material(settings: Settings | None = None) -> SigningMaterial:
+    """The platform's signing key and certificate, read once per process from
+    `settings.ota_keys_path` (created there first in the demo and tests only)."""
+    global _material
+    if _material is None:
+        with _material_lock:
+            if _material is None:
+                settings = settings or get_settings()
+                path = settings.ota_keys_path
+                if settings.env in ("demo", "test"):
+                    _material = ensure_demo_keys(path)
+                else:
+                    _material = load_signing_material(path)
+    return _material
+
+
+def use_signing_material(material: SigningMaterial | None) -> None:
+    """Sign with `material` from now on in this process (None: read the settings' again)."""
+    global _material
+    with _material_lock:
+        _material = material
+
+
+# --- what the car must run --------------------------------------------------------------------
+
+
+def catalog_features(session: Session, platform_id: int) -> list[CatalogFeature]:
+    """The features of a platform, as the rules need them."""
+    return [
+        CatalogFeature(
+            code=feature.code,
+            name=feature.name,
+            category=feature.category,
+            needs_hardware=feature.needs_hardware,
+            parameters=dict(feature.parameters or {}),
+        )
+        for feature in catalog.platform_features(session, platform_id)
+    ]
+
+
+def entitlements(session: Session, vehicle: Vehicle) -> list[Entitlement]:
+    """Everything the owner is entitled to on this car (today: the sale's included features)."""
+    if vehicle.sale_id is None:
+        return []
+    sale = session.get_one(Sale, vehicle.sale_id)
+    codes = [feature.code for feature in sales.sale_features(session, sale.id)]
+    return plan_entitlements(
+        codes, delivered_at=vehicle.delivered_at, service_period_months=sale.service_period_months
+    )
+
+
+def effective_configuration(session: Session, vehicle: Vehicle, at: datetime) -> list[FeatureState]:
+    """Every feature of the car's platform as the car must run it from `at`."""
+    return feature_states(
+        catalog_features(session, vehicle.platform_id), entitlements(session, vehicle), at=at
+    )
+
+
+def phone_keys(session: Session, vehicle: Vehicle) -> list[PhoneKey]:
+    """The phones authorised as the car's key."""
+    return active_phone_keys(session, vehicle.id)
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def request_configuration(
+    session: Session,
+    vehicle: Vehicle,
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    messages: Sequence[str] = (),
+) -> ConfigurationVersion:
+    """Sign the car's configuration as it must be from `now` as a new version and queue it for
+    the car; older versions still waiting for the car are superseded.
+
+    The car's row is locked, so concurrent requests get consecutive versions.
+    """
+    session.execute(select(Vehicle.id).where(Vehicle.id == vehicle.id).with_for_update())
+    last = session.scalar(
+        select(func.max(ConfigurationVersion.version)).where(
+            ConfigurationVersion.vehicle_id == vehicle.id
+        )
+    )
+    body = ManifestBody(
+        vin=vehicle.vin,
+        version=(last or 0) + 1,
+        issued_at=now,
+        features=effective_configuration(session, vehicle, now),
+        phone_keys=phone_keys(session, vehicle),
+        messages=list(messages),
+    )
+    signed = signing_material().sign(body)
+    for older in session.scalars(
+        select(ConfigurationVersion).where(
+            ConfigurationVersion.vehicle_id == vehicle.id,
+            ConfigurationVersion.state.in_(("pending", "deferred")),
+        )
+    ):
+        _move(session, vehicle, older, "superseded", actor=actor, now=now)
+        older.superseded_at = now
+    version = ConfigurationVersion(
+        vehicle_id=vehicle.id,
+        version=body.version,
+        body=body.model_dump(mode="json"),
+        manifest=signed.model_dump(mode="json"),
+        reason=reason[:80],
+        state="pending",
+        created_at=now,
+        publish_count=0,
+    )
+    session.add(version)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event="configuration.issued",
+        to_state="pending",
+        details={
+            "version": version.version,
+            "reason": version.reason,
+            "enabled": [state.code for state in body.features if state.enabled],
+            "phone_keys": [key.key_id for key in body.phone_keys],
+        },
+    )
+    enqueue(
+        session,
+        topic=PUBLISH_TOPIC,
+        payload={"version_id": version.id},
+        dedupe_key=f"{PUBLISH_TOPIC}:{vehicle.id}:{version.version}",
+        now=now,
+    )
+    return version
+
+
+def _move(
+    session: Session,
+    vehicle: Vehicle,
+    version: ConfigurationVersion,
+    to_state: str,
+    *,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    from_state = version.state
+    version.state = to_state
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event=f"configuration.{to_state}",
+        from_state=from_state,
+        to_state=to_state,
+        details={"version": version.version, **(details or {})},
+    )
+
+
+def record_report(
+    session: Session, reported: Reported, *, now: datetime
+) -> ConfigurationVersion | None:
+    """The car's answer to a version: applied, rejected (with its reason) or deferred (waiting
+    to be parked). Duplicates and late answers change nothing; a rejection always stays in the
+    car's history, even of a manifest the platform never issued (a forgery, a replay).
+    Returns the version answered, None when the platform has no such version.
+    """
+    vehicle = find_vehicle_by_vin(session, reported.vin)
+    if vehicle is None:
+        log.warning("ota.report_for_unknown_car", vin=reported.vin, version=reported.version)
+        return None
+    actor = Actor(kind="vehicle", label=vehicle.vin)
+    details: dict[str, Any] = {"reason": reported.reason, "car_time": reported.at.isoformat()}
+    version = session.scalars(
+        select(ConfigurationVersion)
+        .where(
+            ConfigurationVersion.vehicle_id == vehicle.id,
+            ConfigurationVersion.version == reported.version,
+        )
+        .with_for_update()
+    ).first()
+    if version is None:
+        _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+        return None
+    newest = reported.reason == STALE_VERSION and version.version == session.scalar(
+        select(func.max(ConfigurationVersion.version)).where(
+            ConfigurationVersion.vehicle_id == vehicle.id
+        )
+    )
+    target = state_after_report(version.state, reported.status, reported.reason, newest=newest)
+    if target is None:
+        if reported.status == "rejected":
+            _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+        return version
+    version.reported_at = now
+    version.report_reason = reported.reason
+    version.active_features = list(reported.active_features)
+    _move(session, vehicle, version, target, actor=actor, now=now, details=details)
+    log.info("ota.reported", vin=vehicle.vin, version=version.version, state=target)
+    return version
+
+
+def _keep_unmatched(
+    session: Session,
+    vehicle: Vehicle,
+    reported: Reported,
+    *,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, Any],
+) -> None:
+    """A report that settles nothing, kept for the twin when it tells of a refused manifest."""
+    if reported.status != "rejected":
+        return
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event="configuration.manifest_refused",
+        details={"version": reported.version, **details},
+    )
+    log.warning(
+        "ota.manifest_refused", vin=vehicle.vin, version=reported.version, reason=reported.reason
+    )
+
+
+# --- publication --------------------------------------------------------------------------------
+
+
+def version_to_publish(
+    session: Session, version_id: int
+) -> tuple[ConfigurationVersion, str] | None:
+    """The version and its car's VIN when it still waits to reach the car; else None.
+
+    The car's row is held (FOR KEY SHARE) until the caller commits: a newer version cannot be
+    issued meanwhile (`request_configuration` locks that row), so publications follow the
+    order of the versions and an older one never replaces a newer one on the broker. The
+    car's answer does not wait for it (it takes neither lock).
+    """
+    row = session.execute(
+        select(ConfigurationVersion, Vehicle.vin)
+        .join(Vehicle, Vehicle.id == ConfigurationVersion.vehicle_id)
+        .where(ConfigurationVersion.id == version_id)
+        .with_for_update(read=True, key_share=True, of=Vehicle)
+    ).first()
+    if row is None or row[0].state != "pending":
+        return None
+    return row[0], row[1]
+
+
+def manifest_payload(version: ConfigurationVersion) -> bytes:
+    """The `SignedManifest` as published on the car's desired topic."""
+    return json.dumps(version.manifest, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def resend_wait(first: timedelta, publish_count: int) -> timedelta:
+    """How long after its `publish_count`-th publication a silent car gets the version again."""
+    wait: timedelta = first * (2 ** max(publish_count - 1, 0))
+    return min(wait, LONGEST_RESEND_WAIT)
+
+
+def published(
+    session: Session, version: ConfigurationVersion, *, now: datetime, resend_after: timedelta
+) -> None:
+    """The broker has the version: note it, and queue a re-send in case the car stays silent."""
+    count = version.publish_count + 1
+    version.published_at = version.published_at or now
+    version.last_published_at = now
+    version.publish_count = count
+    enqueue(
+        session,
+        topic=PUBLISH_TOPIC,
+        payload={"version_id": version.id},
+        dedupe_key=f"{PUBLISH_TOPIC}:{version.vehicle_id}:{version.version}:resend-{count}",
+        now=now,
+        run_after=now + resend_wait(resend_after, count),
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def versions_of(session: Session, vehicle_id: int) -> list[ConfigurationVersion]:
+    """Every version of the car's configuration, newest first."""
+    return list(
+        session.scalars(
+            select(ConfigurationVersion)
+            .where(ConfigurationVersion.vehicle_id == vehicle_id)
+            .order_by(ConfigurationVersion.version.desc())
+        )
+    )
+
+
+def is_waiting(version: ConfigurationVersion) -> bool:
+    return version.state in WAITING_STATES
