@@ -232,23 +232,23 @@ def record_report(
     car's history, even of a manifest the platform never issued (a forgery, a replay).
     Returns the version answered, None when the platform has no such version.
     """
-    vehicle = find_vehicle_by_vin(session, reported.vin)
-    if vehicle is None:
-        log.warning("ota.report_for_unknown_car", vin=reported.vin, version=reported.version)
-        return None
-    actor = Actor(kind="vehicle", label=vehicle.vin)
+    actor = Actor(kind="vehicle", label=reported.vin)
     details: dict[str, Any] = {"reason": reported.reason, "car_time": reported.at.isoformat()}
-    version = session.scalars(
-        select(ConfigurationVersion)
-        .where(
-            ConfigurationVersion.vehicle_id == vehicle.id,
-            ConfigurationVersion.version == reported.version,
-        )
-        .with_for_update()
+    # One round trip on the hot path: the version with its car.
+    found = session.execute(
+        select(ConfigurationVersion, Vehicle)
+        .join(Vehicle, Vehicle.id == ConfigurationVersion.vehicle_id)
+        .where(Vehicle.vin == reported.vin, ConfigurationVersion.version == reported.version)
+        .with_for_update(of=ConfigurationVersion)
     ).first()
-    if version is None:
-        _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+    if found is None:
+        vehicle = find_vehicle_by_vin(session, reported.vin)
+        if vehicle is None:
+            log.warning("ota.report_for_unknown_car", vin=reported.vin, version=reported.version)
+        else:
+            _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
         return None
+    version, vehicle = found
     newest = reported.reason == STALE_VERSION and version.version == session.scalar(
         select(func.max(ConfigurationVersion.version)).where(
             ConfigurationVersion.vehicle_id == vehicle.id
