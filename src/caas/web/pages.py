@@ -41,11 +41,13 @@ NAV = {
     Role.DEALER: (("/intranet/sales", "nav.sales"), ("/intranet/sales/new", "nav.new_sale")),
     Role.CUSTOMER: (
         ("/portal/orders", "nav.my_orders"),
+        ("/portal/cars", "nav.my_cars"),
         ("/portal/file", "nav.my_file"),
         ("/portal/notifications", "nav.notifications"),
     ),
     Role.OPERATOR: (
         ("/operator/orders", "nav.orders"),
+        ("/operator/fleet", "nav.fleet"),
         ("/operator/catalog", "nav.catalog"),
     ),
     Role.WORKSHOP: (("/workshop", "nav.find_car"),),
