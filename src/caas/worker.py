@@ -64,17 +64,32 @@ def build_relay(
 
 def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> Worker:
     """The worker of `caas worker` and `caas demo`: the relay in `settings.worker_threads`
-    threads woken by NOTIFY, and the MQTT bridge when `CAAS_MQTT_URL` is set."""
+    threads woken by NOTIFY, the MQTT bridge when `CAAS_MQTT_URL` is set, and a thread of
+    their own for configurations on their way to cars, which must not wait behind an e-mail
+    or a slow factory."""
     from caas.iot.bridge import Bridge
+    from caas.ota.service import PUBLISH_TOPIC
 
     bridge = (
         Bridge.from_settings(settings, sessions, clock) if settings.mqtt_url is not None else None
     )
+    handlers = build_handlers(settings, clock, bridge)
+    express = {PUBLISH_TOPIC: handlers.pop(PUBLISH_TOPIC)}
+
+    def relay(topics: dict[str, Handler]) -> Relay:
+        return Relay(
+            sessions=sessions,
+            clock=clock,
+            handlers=topics,
+            max_attempts=settings.outbox_max_attempts,
+        )
+
     return Worker(
-        build_relay(settings, sessions, clock, publisher=bridge),
+        relay(handlers),
         threads=settings.worker_threads,
         listener_url=_listener_url(sessions),
         bridge=bridge,
+        express=relay(express),
     )
 
 
@@ -98,8 +113,10 @@ class Worker:
         threads: int = 1,
         listener_url: str | None = None,
         bridge: Bridge | None = None,
+        express: Relay | None = None,
     ) -> None:
         self.relay = relay
+        self.express = express
         self.idle_seconds = idle_seconds
         self.threads = threads
         self.listener_url = listener_url
@@ -108,18 +125,35 @@ class Worker:
         self._thread: threading.Thread | None = None
 
     def run_forever(self) -> None:
-        """Deliver in this thread (and `threads - 1` more) until `stop`."""
-        log.info("worker.started", topics=sorted(self.relay.handlers), threads=self.threads)
+        """Deliver in this thread (and `threads - 1` more, and one for `express`) until `stop`."""
+        express = sorted(self.express.handlers) if self.express else []
+        log.info(
+            "worker.started",
+            topics=sorted(self.relay.handlers),
+            threads=self.threads,
+            express=express,
+        )
         if self.bridge is not None:
             self.bridge.start()
         helpers = [
-            threading.Thread(target=self._deliver, name=f"caas-relay-{n}", daemon=True)
+            threading.Thread(
+                target=self._deliver, args=(self.relay,), name=f"caas-relay-{n}", daemon=True
+            )
             for n in range(1, self.threads)
         ]
+        if self.express is not None:
+            helpers.append(
+                threading.Thread(
+                    target=self._deliver,
+                    args=(self.express,),
+                    name="caas-relay-express",
+                    daemon=True,
+                )
+            )
         for helper in helpers:
             helper.start()
         try:
-            self._deliver()
+            self._deliver(self.relay)
         finally:
             self._stop.set()
             for helper in helpers:
@@ -128,14 +162,14 @@ class Worker:
                 self.bridge.stop()
         log.info("worker.stopped")
 
-    def _deliver(self) -> None:
+    def _deliver(self, relay: Relay) -> None:
         listener = OutboxListener(self.listener_url) if self.listener_url else None
         if listener is not None:
             listener.listen()  # before the first look at the outbox: no commit is missed
         try:
             while not self._stop.is_set():
                 try:
-                    handled = self.relay.run_once()
+                    handled = relay.run_once()
                 except Exception:  # a broken database must not kill the worker
                     log.exception("worker.cycle_failed")
                     handled = 0
