@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from sqlalchemy import BigInteger, Index, String, Text, select, text
+from sqlalchemy import BigInteger, Index, String, Text, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -74,6 +74,17 @@ def enqueue(
     session.execute(statement)
     if run_after is None or run_after <= now:
         session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+def cancel(session: Session, *, dedupe_key: str, now: datetime) -> bool:
+    """Drop a queued message that has become pointless (marked done without delivery), in the
+    caller's transaction; whether one was waiting."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.dedupe_key == dedupe_key, OutboxMessage.done_at.is_(None))
+        .values(done_at=now, last_error="cancelled")
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 class RetryLater(Exception):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from caas.catalog import service as catalog
 from caas.core.history import Actor, record
-from caas.core.outbox import enqueue
+from caas.core.outbox import cancel, enqueue
 from caas.core.settings import Settings, get_settings
 from caas.ota.keys import SigningMaterial, ensure_demo_keys, load_signing_material
 from caas.ota.models import ConfigurationVersion
@@ -259,6 +259,9 @@ def record_report(
         if reported.status == "rejected":
             _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
         return version
+    if version.state == "pending" and version.publish_count:
+        # Answered: the re-send queued after the last publication has nothing left to do.
+        cancel(session, dedupe_key=_resend_key(version, version.publish_count), now=now)
     version.reported_at = now
     version.report_reason = reported.reason
     version.active_features = list(reported.active_features)
@@ -329,6 +332,10 @@ def resend_wait(first: timedelta, publish_count: int) -> timedelta:
     return min(wait, LONGEST_RESEND_WAIT)
 
 
+def _resend_key(version: ConfigurationVersion, publish_count: int) -> str:
+    return f"{PUBLISH_TOPIC}:{version.vehicle_id}:{version.version}:resend-{publish_count}"
+
+
 def published(
     session: Session, version: ConfigurationVersion, *, now: datetime, resend_after: timedelta
 ) -> None:
@@ -341,7 +348,7 @@ def published(
         session,
         topic=PUBLISH_TOPIC,
         payload={"version_id": version.id},
-        dedupe_key=f"{PUBLISH_TOPIC}:{version.vehicle_id}:{version.version}:resend-{count}",
+        dedupe_key=_resend_key(version, count),
         now=now,
         run_after=now + resend_wait(resend_after, count),
     )
