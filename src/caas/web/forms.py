@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from caas.core.errors import CaasError
+from caas.core.idempotency import once
 
 
 async def _posted_form(request: Request) -> FormData:
@@ -80,3 +85,30 @@ class FormErrors:
             name = error.field
             errors.add(aliases.get(name, name) if name else None, error.message)
         return errors
+
+
+def once_per_form(
+    session: Session,
+    *,
+    user_id: int,
+    values: FormValues,
+    operation: str,
+    request: Any,
+    now: datetime,
+    act: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run a form's command once per its hidden idempotency key, inside a savepoint.
+
+    A failure rolls back only the command's own writes, so the page can show the error; a
+    double submit with the same key returns the first answer instead of acting twice.
+    """
+    with session.begin_nested():
+        return once(
+            session,
+            principal=f"user:{user_id}",
+            key=values.get("idempotency_key") or uuid.uuid4().hex,
+            operation=operation,
+            request=request,
+            now=now,
+            act=act,
+        )

@@ -18,7 +18,6 @@ from caas.catalog import service as catalog
 from caas.catalog.models import Feature, Platform
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError, NotFound
-from caas.core.idempotency import once
 from caas.core.settings import Settings
 from caas.delivery import service as delivery
 from caas.delivery.schemas import DeliveryCreate, DeliveryDispatch
@@ -30,7 +29,7 @@ from caas.sales.models import Customer, Sale
 from caas.sales.read import quote_read
 from caas.sales.schemas import CountryCode, QuoteCreate, QuoteRead, SaleCreate
 from caas.web.csrf import CSRF_FIELD, csrf_protect
-from caas.web.forms import FormErrors, FormValues, PostedForm, values_of
+from caas.web.forms import FormErrors, FormValues, PostedForm, once_per_form, values_of
 from caas.web.orders import STATES, customer_file_page, order_list, order_view
 from caas.web.pages import DealerPage, PageRoute, flash, language_of, render, see_other
 
@@ -178,16 +177,15 @@ def create_sale(
     now = clock.now()
     try:
         sale_create = SaleCreate.model_validate(body)
-        with session.begin_nested():
-            created = once(
-                session,
-                principal=f"user:{user.id}",
-                key=values.get("idempotency_key") or uuid.uuid4().hex,
-                operation="web.sales.create",
-                request=sale_create.model_dump(mode="json"),
-                now=now,
-                act=lambda: _close_sale(session, user, sale_create, settings, now),
-            )
+        created = once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation="web.sales.create",
+            request=sale_create.model_dump(mode="json"),
+            now=now,
+            act=lambda: _close_sale(session, user, sale_create, settings, now),
+        )
     except (ValidationError, CaasError) as error:
         errors = FormErrors.of(error, aliases=_FIELD_ALIASES)
         return _render_sale_form(request, session, values, errors=errors, status_code=422)
@@ -285,16 +283,15 @@ def _order_command(
         return {"sale_id": sale_id}
 
     try:
-        with session.begin_nested():
-            once(
-                session,
-                principal=f"user:{user.id}",
-                key=values.get("idempotency_key") or uuid.uuid4().hex,
-                operation=f"web.{operation}:{sale_id}",
-                request=request_body,
-                now=now,
-                act=run,
-            )
+        once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=f"web.{operation}:{sale_id}",
+            request=request_body,
+            now=now,
+            act=run,
+        )
     except (ValidationError, CaasError) as error:
         if isinstance(error, NotFound):
             raise

@@ -17,7 +17,6 @@ from caas.accounts.models import User
 from caas.catalog import service as catalog
 from caas.core.api import ClockDep, DbSession
 from caas.core.errors import CaasError, InvalidInput, NotFound
-from caas.core.idempotency import once
 from caas.maintenance import service as maintenance
 from caas.maintenance.read import vehicle_services_read
 from caas.maintenance.schemas import ServiceRecordCreate
@@ -25,7 +24,7 @@ from caas.vehicles import service as vehicles
 from caas.vehicles.models import Vehicle
 from caas.web.csrf import CSRF_FIELD, csrf_protect
 from caas.web.display import zone_of_country
-from caas.web.forms import FormErrors, FormValues, PostedForm, values_of
+from caas.web.forms import FormErrors, FormValues, PostedForm, once_per_form, values_of
 from caas.web.pages import PageRoute, WorkshopPage, flash, language_of, render, see_other
 from caas.web.strings import translate
 
@@ -160,16 +159,15 @@ def record_service(
         return {"service_id": record.id}
 
     try:
-        with session.begin_nested():
-            once(
-                session,
-                principal=f"user:{user.id}",
-                key=values.get("idempotency_key") or uuid.uuid4().hex,
-                operation=f"web.maintenance.record:{car.vin}",
-                request=request_body,
-                now=now,
-                act=act,
-            )
+        once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=f"web.maintenance.record:{car.vin}",
+            request=request_body,
+            now=now,
+            act=act,
+        )
     except (ValidationError, CaasError) as error:
         if isinstance(error, NotFound):
             raise
