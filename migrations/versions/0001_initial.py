@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 13:44:03.814512
+Create Date: 2026-11-23 14:45:09.493225
 """
 
 from collections.abc import Sequence
@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=200), nullable=False),
         sa.Column("pending_secret", sa.Text(), nullable=True),
         sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("bundle_secret", sa.Text(), nullable=True),
+        sa.Column("bundle_delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
@@ -103,6 +105,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("code", name=op.f("uq_platforms_code")),
     )
     op.create_table(
+        "sweep_cursors",
+        sa.Column("name", sa.String(length=40), nullable=False),
+        sa.Column("swept_until", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_sweep_cursors")),
+    )
+    op.create_table(
         "telemetry_samples",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -161,6 +169,14 @@ def upgrade() -> None:
         sa.Column("category", sa.String(length=40), nullable=False),
         sa.Column("needs_hardware", sa.Boolean(), nullable=False),
         sa.Column("parameters", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("names", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("descriptions", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("min_software_version", sa.String(length=20), nullable=True),
+        sa.Column("requires", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("conflicts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("countries", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("requires_maintenance", sa.Boolean(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["platform_id"], ["platforms.id"], name=op.f("fk_features_platform_id_platforms")
         ),
@@ -202,6 +218,31 @@ def upgrade() -> None:
             "feature_id", "country", name=op.f("uq_feature_prices_feature_id_country")
         ),
     )
+    op.create_table(
+        "offers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("feature_id", sa.Integer(), nullable=False),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("duration", sa.String(length=8), nullable=False),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("unit", sa.String(length=20), nullable=True),
+        sa.Column("refund_policy", sa.String(length=30), nullable=False),
+        sa.Column("apply_deadline_seconds", sa.Integer(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_offers_country_countries")
+        ),
+        sa.ForeignKeyConstraint(
+            ["feature_id"], ["features.id"], name=op.f("fk_offers_feature_id_features")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_offers")),
+        sa.UniqueConstraint("feature_id", "country", "kind", "duration", name="uq_offers_kind"),
+    )
+    op.create_index(op.f("ix_offers_feature_id"), "offers", ["feature_id"], unique=False)
     op.create_table(
         "users",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -677,6 +718,105 @@ def upgrade() -> None:
         "ix_phone_keys_vehicle", "phone_keys", ["vehicle_id", "revoked_at"], unique=False
     )
     op.create_table(
+        "purchases",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("payment_id", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("vat_minor", sa.Integer(), nullable=False),
+        sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.Column("configuration_version", sa.Integer(), nullable=True),
+        sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("failure_code", sa.String(length=60), nullable=True),
+        sa.Column("failure_reason", sa.String(length=300), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_purchases_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_purchases_payment_id_payments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_purchases_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_purchases")),
+        sa.UniqueConstraint(
+            "customer_id", "idempotency_key", name=op.f("uq_purchases_customer_id_idempotency_key")
+        ),
+    )
+    op.create_index(op.f("ix_purchases_customer_id"), "purchases", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_purchases_vehicle_id"), "purchases", ["vehicle_id"], unique=False)
+    op.create_table(
+        "schedules",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("offer_id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("recurrence", sa.String(length=10), nullable=False),
+        sa.Column("timezone", sa.String(length=40), nullable=False),
+        sa.Column("start_date", sa.Date(), nullable=False),
+        sa.Column("start_time", sa.Time(), nullable=False),
+        sa.Column("end_date", sa.Date(), nullable=False),
+        sa.Column("end_time", sa.Time(), nullable=False),
+        sa.Column("charge", sa.String(length=10), nullable=False),
+        sa.Column("payment_method", sa.String(length=80), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_schedules_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["offer_id"], ["offers.id"], name=op.f("fk_schedules_offer_id_offers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_schedules_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
+    )
+    op.create_index(op.f("ix_schedules_customer_id"), "schedules", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_schedules_vehicle_id"), "schedules", ["vehicle_id"], unique=False)
+    op.create_table(
+        "subscriptions",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("offer_id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("payment_method", sa.String(length=80), nullable=False),
+        sa.Column("current_period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("current_period_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("cancel_at_period_end", sa.Boolean(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_subscriptions_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["offer_id"], ["offers.id"], name=op.f("fk_subscriptions_offer_id_offers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_subscriptions_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_subscriptions")),
+    )
+    op.create_index(
+        op.f("ix_subscriptions_customer_id"), "subscriptions", ["customer_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_subscriptions_vehicle_id"), "subscriptions", ["vehicle_id"], unique=False
+    )
+    op.create_table(
         "vehicle_state",
         sa.Column("vehicle_id", sa.Integer(), nullable=False),
         sa.Column("odometer_km", sa.Double(), nullable=True),
@@ -690,6 +830,7 @@ def upgrade() -> None:
         sa.Column("telemetry_seq", sa.BigInteger(), nullable=True),
         sa.Column("online", sa.Boolean(), nullable=False),
         sa.Column("status_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status_session", sa.BigInteger(), nullable=True),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["vehicle_id"], ["vehicles.id"], name=op.f("fk_vehicle_state_vehicle_id_vehicles")
@@ -714,6 +855,124 @@ def upgrade() -> None:
             "invoice_id", "position", name=op.f("uq_invoice_lines_invoice_id_position")
         ),
     )
+    op.create_table(
+        "occurrences",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("schedule_id", sa.BigInteger(), nullable=False),
+        sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("payment_id", sa.BigInteger(), nullable=True),
+        sa.Column("failure_reason", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_occurrences_payment_id_payments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["schedule_id"], ["schedules.id"], name=op.f("fk_occurrences_schedule_id_schedules")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_occurrences")),
+        sa.UniqueConstraint(
+            "schedule_id", "starts_at", name=op.f("uq_occurrences_schedule_id_starts_at")
+        ),
+    )
+    op.create_table(
+        "entitlements",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("feature_id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("customer_id", sa.Integer(), nullable=True),
+        sa.Column("offer_id", sa.Integer(), nullable=True),
+        sa.Column("purchase_id", sa.BigInteger(), nullable=True),
+        sa.Column("subscription_id", sa.BigInteger(), nullable=True),
+        sa.Column("occurrence_id", sa.BigInteger(), nullable=True),
+        sa.Column("spending_cap_minor", sa.Integer(), nullable=True),
+        sa.Column("parameters", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_entitlements_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["feature_id"], ["features.id"], name=op.f("fk_entitlements_feature_id_features")
+        ),
+        sa.ForeignKeyConstraint(
+            ["occurrence_id"],
+            ["occurrences.id"],
+            name=op.f("fk_entitlements_occurrence_id_occurrences"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["offer_id"], ["offers.id"], name=op.f("fk_entitlements_offer_id_offers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["purchase_id"], ["purchases.id"], name=op.f("fk_entitlements_purchase_id_purchases")
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscription_id"],
+            ["subscriptions.id"],
+            name=op.f("fk_entitlements_subscription_id_subscriptions"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_entitlements_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_entitlements")),
+    )
+    op.create_index(
+        op.f("ix_entitlements_customer_id"), "entitlements", ["customer_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_entitlements_purchase_id"), "entitlements", ["purchase_id"], unique=False
+    )
+    op.create_index("ix_entitlements_valid_from", "entitlements", ["valid_from"], unique=False)
+    op.create_index("ix_entitlements_valid_until", "entitlements", ["valid_until"], unique=False)
+    op.create_index(
+        "ix_entitlements_vehicle", "entitlements", ["vehicle_id", "state"], unique=False
+    )
+    op.create_index(
+        "uq_entitlements_one_trial",
+        "entitlements",
+        ["vehicle_id", "feature_id"],
+        unique=True,
+        postgresql_where=sa.text("source = 'trial'"),
+    )
+    op.create_table(
+        "purchase_lines",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("purchase_id", sa.BigInteger(), nullable=False),
+        sa.Column("offer_id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("description", sa.String(length=200), nullable=False),
+        sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("vat_rate_bp", sa.Integer(), nullable=False),
+        sa.Column("vat_minor", sa.Integer(), nullable=False),
+        sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.Column("entitlement_id", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["entitlement_id"],
+            ["entitlements.id"],
+            name=op.f("fk_purchase_lines_entitlement_id_entitlements"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["offer_id"], ["offers.id"], name=op.f("fk_purchase_lines_offer_id_offers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["purchase_id"], ["purchases.id"], name=op.f("fk_purchase_lines_purchase_id_purchases")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_purchase_lines")),
+    )
+    op.create_index(
+        op.f("ix_purchase_lines_purchase_id"), "purchase_lines", ["purchase_id"], unique=False
+    )
     op.execute(
         "\nCREATE FUNCTION refuse_invoice_change() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n    RAISE EXCEPTION 'an issued invoice cannot be changed (% on %)', TG_OP, TG_TABLE_NAME\n        USING ERRCODE = 'restrict_violation';\nEND\n$$;\nCREATE TRIGGER invoices_immutable BEFORE UPDATE OR DELETE ON invoices\n    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();\nCREATE TRIGGER invoice_lines_immutable BEFORE UPDATE OR DELETE ON invoice_lines\n    FOR EACH ROW EXECUTE FUNCTION refuse_invoice_change();\n"
     )
@@ -725,8 +984,31 @@ def downgrade() -> None:
     op.execute(
         "\nDROP TRIGGER IF EXISTS invoice_lines_immutable ON invoice_lines;\nDROP TRIGGER IF EXISTS invoices_immutable ON invoices;\nDROP FUNCTION IF EXISTS refuse_invoice_change();\n"
     )
+    op.drop_index(op.f("ix_purchase_lines_purchase_id"), table_name="purchase_lines")
+    op.drop_table("purchase_lines")
+    op.drop_index(
+        "uq_entitlements_one_trial",
+        table_name="entitlements",
+        postgresql_where=sa.text("source = 'trial'"),
+    )
+    op.drop_index("ix_entitlements_vehicle", table_name="entitlements")
+    op.drop_index("ix_entitlements_valid_until", table_name="entitlements")
+    op.drop_index("ix_entitlements_valid_from", table_name="entitlements")
+    op.drop_index(op.f("ix_entitlements_purchase_id"), table_name="entitlements")
+    op.drop_index(op.f("ix_entitlements_customer_id"), table_name="entitlements")
+    op.drop_table("entitlements")
+    op.drop_table("occurrences")
     op.drop_table("invoice_lines")
     op.drop_table("vehicle_state")
+    op.drop_index(op.f("ix_subscriptions_vehicle_id"), table_name="subscriptions")
+    op.drop_index(op.f("ix_subscriptions_customer_id"), table_name="subscriptions")
+    op.drop_table("subscriptions")
+    op.drop_index(op.f("ix_schedules_vehicle_id"), table_name="schedules")
+    op.drop_index(op.f("ix_schedules_customer_id"), table_name="schedules")
+    op.drop_table("schedules")
+    op.drop_index(op.f("ix_purchases_vehicle_id"), table_name="purchases")
+    op.drop_index(op.f("ix_purchases_customer_id"), table_name="purchases")
+    op.drop_table("purchases")
     op.drop_index("ix_phone_keys_vehicle", table_name="phone_keys")
     op.drop_table("phone_keys")
     op.drop_index("ix_maintenance_records_vehicle_performed", table_name="maintenance_records")
@@ -766,6 +1048,8 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_activation_tokens_user_id"), table_name="activation_tokens")
     op.drop_table("activation_tokens")
     op.drop_table("users")
+    op.drop_index(op.f("ix_offers_feature_id"), table_name="offers")
+    op.drop_table("offers")
     op.drop_table("feature_prices")
     op.drop_table("platform_prices")
     op.drop_table("features")
@@ -773,6 +1057,7 @@ def downgrade() -> None:
     op.drop_index("ix_usage_events_vin_feature_at", table_name="usage_events")
     op.drop_table("usage_events")
     op.drop_table("telemetry_samples")
+    op.drop_table("sweep_cursors")
     op.drop_table("platforms")
     op.drop_index("ix_outbox_due", table_name="outbox", postgresql_where="done_at IS NULL")
     op.drop_table("outbox")

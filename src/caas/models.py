@@ -13,6 +13,7 @@ from caas.ota import models as ota_models
 from caas.privacy import models as privacy_models
 from caas.registration import models as registration_models
 from caas.sales import models as sales_models
+from caas.store import models as store_models
 from caas.vehicles import models as vehicles_models
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "privacy_models",
     "registration_models",
     "sales_models",
+    "store_models",
     "vehicles_models",
 ]

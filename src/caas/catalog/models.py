@@ -50,7 +50,14 @@ class PlatformPrice(Base):
 
 
 class Feature(Base):
-    """An optional feature a platform supports (the store issue extends this)."""
+    """An optional feature a platform supports, as the operator manages it in the catalog.
+
+    `names` and `descriptions` map a language ("es", "en", ...) to the text shown in the store
+    (`name`/`description` are the fallback); `requires`/`conflicts` list other features' codes
+    of the same platform; `countries` lists where it may be sold (None: everywhere the platform
+    is sold); `requires_maintenance`: it can only be bought or renewed while the car follows
+    the official maintenance plan; `min_software_version`: the oldest car software that runs it.
+    """
 
     __tablename__ = "features"
     __table_args__ = (UniqueConstraint("platform_id", "code"),)
@@ -63,6 +70,15 @@ class Feature(Base):
     category: Mapped[str] = mapped_column(String(40))
     needs_hardware: Mapped[bool] = mapped_column(default=False)
     parameters: Mapped[dict[str, object]] = mapped_column(JSONB, default=dict)
+    names: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    descriptions: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    min_software_version: Mapped[str | None] = mapped_column(String(20))
+    requires: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    conflicts: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    countries: Mapped[list[str] | None] = mapped_column(JSONB)
+    requires_maintenance: Mapped[bool] = mapped_column(default=False)
+    # Withdrawn from sale: owned entitlements run on, nothing new is sold.
+    active: Mapped[bool] = mapped_column(default=True)
 
 
 class FeaturePrice(Base):

@@ -33,12 +33,9 @@ from caas.ota.rules import (
     CatalogFeature,
     Entitlement,
     feature_states,
-    plan_entitlements,
     state_after_report,
 )
 from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported
-from caas.sales import service as sales
-from caas.sales.models import Sale
 from caas.vehicles.keys import active_phone_keys
 from caas.vehicles.models import Vehicle
 from caas.vehicles.service import find_vehicle_by_vin
@@ -98,14 +95,10 @@ def catalog_features(session: Session, platform_id: int) -> list[CatalogFeature]
 
 
 def entitlements(session: Session, vehicle: Vehicle) -> list[Entitlement]:
-    """Everything the owner is entitled to on this car (today: the sale's included features)."""
-    if vehicle.sale_id is None:
-        return []
-    sale = session.get_one(Sale, vehicle.sale_id)
-    codes = [feature.code for feature in sales.sale_features(session, sale.id)]
-    return plan_entitlements(
-        codes, delivered_at=vehicle.delivered_at, service_period_months=sale.service_period_months
-    )
+    """Everything the car is entitled to run (`caas.store.entitlements`)."""
+    from caas.store.entitlements import car_entitlements
+
+    return car_entitlements(session, vehicle)
 
 
 def effective_configuration(session: Session, vehicle: Vehicle, at: datetime) -> list[FeatureState]:
@@ -266,6 +259,9 @@ def record_report(
     version.report_reason = reported.reason
     version.active_features = list(reported.active_features)
     _move(session, vehicle, version, target, actor=actor, now=now, details=details)
+    from caas.store.purchases import configuration_answered
+
+    configuration_answered(session, vehicle, version, now=now)
     log.info("ota.reported", vin=vehicle.vin, version=version.version, state=target)
     return version
 

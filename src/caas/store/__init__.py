@@ -1,0 +1,1 @@
+"""The feature store: offers, eligibility, purchases, entitlements over time (issue 5)."""
