@@ -37,6 +37,7 @@ def build_handlers(
     from caas.notifications.jobs import handlers as notification_handlers
     from caas.ota.jobs import handlers as ota_handlers
     from caas.registration.jobs import handlers as registration_handlers
+    from caas.store.jobs import handlers as store_handlers
 
     clock = clock or SystemClock()
     handlers: dict[str, Handler] = {}
@@ -45,6 +46,7 @@ def build_handlers(
     handlers.update(registration_handlers(settings, clock))
     handlers.update(iot_handlers(settings, clock))
     handlers.update(ota_handlers(settings, clock, publisher))
+    handlers.update(store_handlers(settings, clock))
     return handlers
 
 
