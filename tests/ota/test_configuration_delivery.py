@@ -244,6 +244,32 @@ async def test_an_offline_car_gets_the_newest_version_when_it_comes_back(
     assert state_of(world.database, car, 2) == "superseded"
 
 
+@pytest.mark.parametrize("platform_broker", ["mqtt_broker", "own_embedded_broker"], indirect=True)
+async def test_the_twin_says_offline_when_the_car_drops_and_online_when_it_is_back(
+    world: World, online: list[VehicleAgent]
+) -> None:
+    """The broker publishes the car's last will (written at connect time, so older than its
+    online status) when the link dies without a DISCONNECT: the twin must follow it."""
+    car = world.car()
+
+    def connected(session: Session) -> bool | None:
+        state = session.get(VehicleState, car.vehicle_id)
+        return None if state is None or state.status_at is None else state.online
+
+    agent = await start(world.agent(car), online)
+    await eventually(lambda: world.database.run(connected) is True, what="online")
+
+    agent.lose_network()  # the socket dies: no DISCONNECT, the broker sends the will
+    await eventually(lambda: world.database.run(connected) is False, what="offline (will)")
+
+    agent.restore_network()
+    await agent.wait_online(10)
+    await eventually(lambda: world.database.run(connected) is True, what="online again")
+
+    await agent.stop()  # a clean goodbye: offline too
+    await eventually(lambda: world.database.run(connected) is False, what="offline (stop)")
+
+
 async def test_a_rejected_configuration_and_a_forged_manifest_show_in_the_twin(
     world: World, online: list[VehicleAgent], tmp_path: Path
 ) -> None:

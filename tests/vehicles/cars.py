@@ -88,8 +88,15 @@ def usage(vin: str, seq: int, at: datetime, feature: str = "power_boost") -> Usa
     return UsageEvent(vin=vin, seq=seq, at=at, feature=feature, unit="hour", quantity=0.25)
 
 
-def status(vin: str, at: datetime, *, online: bool, software: str | None = None) -> Status:
-    return Status(vin=vin, online=online, at=at, software_version=software)
+def status(
+    vin: str,
+    at: datetime,
+    *,
+    online: bool,
+    software: str | None = None,
+    session: int | None = None,
+) -> Status:
+    return Status(vin=vin, online=online, at=at, session=session, software_version=software)
 
 
 def minutes(count: int) -> timedelta:

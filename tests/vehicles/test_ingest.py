@@ -195,6 +195,38 @@ def test_online_status_follows_the_newest_message(
     assert db.get_one(Vehicle, fleet.order.vehicle_id).software_version == "7.2.1"
 
 
+def test_the_last_will_of_a_connection_beats_its_online_status(
+    db: Session, clock: FixedClock, fleet: Fleet
+) -> None:
+    """The will is written when the car connects: it carries an older time than the online
+    status of the same connection, and must win all the same."""
+    now, vin = clock.now(), fleet.order.vin
+    connected = now + minutes(1)
+    assert ingest.store_status(db, status(vin, connected, online=True, session=7), now=now)
+    assert ingest.store_status(db, status(vin, now, online=False, session=7), now=now)
+    assert state_of(db, fleet).online is False
+    # The same will again (retained, read at a worker's reconnect) is no news.
+    assert not ingest.store_status(db, status(vin, now, online=False, session=7), now=now)
+    # The online status of that connection arriving late does not bring the car back.
+    assert not ingest.store_status(db, status(vin, connected, online=True, session=7), now=now)
+    assert state_of(db, fleet).online is False
+
+
+def test_a_stale_will_after_the_car_came_back_changes_nothing(
+    db: Session, clock: FixedClock, fleet: Fleet
+) -> None:
+    now, vin = clock.now(), fleet.order.vin
+    assert ingest.store_status(db, status(vin, now, online=True, session=7), now=now)
+    assert ingest.store_status(db, status(vin, now, online=False, session=7), now=now)
+    # The car reconnects (even with its clock unchanged): a newer connection.
+    assert ingest.store_status(db, status(vin, now, online=True, session=8), now=now)
+    assert state_of(db, fleet).online is True
+    # The previous connection's will, delivered late (retained, or a session takeover).
+    assert not ingest.store_status(db, status(vin, now, online=False, session=7), now=now)
+    state = state_of(db, fleet)
+    assert (state.online, state.status_session) == (True, 8)
+
+
 def test_a_telemetry_batch_takes_four_statements_whatever_its_size(
     db: Session, settings: Settings, clock: FixedClock, connection: Connection
 ) -> None:

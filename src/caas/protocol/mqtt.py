@@ -489,14 +489,44 @@ class UsageEvent(Payload):
 
 
 class Status(Payload):
-    """Online when the car connects; offline as its last will (or when it disconnects cleanly)."""
+    """Online when the car connects; offline as its last will (or when it disconnects cleanly).
+
+    The last will is written when the car connects, so it carries an older `at` than the
+    `online` that follows it: the platform orders a car's statuses by `session` first, and
+    within one session `offline` comes after `online` (`status_order`).
+    """
 
     vin: Vin
     online: bool
     at: UtcDatetime = Field(
         description="By the car's clock; for the last will, the moment it connected"
     )
+    session: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**63 - 1,
+        description="The car's connection counter: increases with every connection; the "
+        "`online` status and the last will of one connection carry the same number. Without "
+        "it the platform orders statuses by `at` alone",
+        examples=[1763900000001],
+    )
     software_version: SoftwareVersion | None = None
+
+
+def status_order(
+    session: int | None, online: bool, at: datetime, *, than: tuple[int | None, bool, datetime]
+) -> bool:
+    """Whether a status (`session`, `online`, `at`) is newer than `than`, the one held.
+
+    Within a connection (same `session`) `offline` is newer than `online` whatever their
+    times (the will is written at connect time); a later connection beats an earlier one
+    (a stale will delivered after the car came back changes nothing). Statuses without a
+    session compare by time.
+    """
+    held_session, held_online, held_at = than
+    if session is None or held_session is None:
+        return at > held_at
+    return (session, not online, at) > (held_session, not held_online, held_at)
 
 
 # --- encoding -------------------------------------------------------------------------------

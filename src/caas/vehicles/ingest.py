@@ -38,8 +38,10 @@ from sqlalchemy import (
     case,
     column,
     func,
+    not_,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
@@ -49,7 +51,7 @@ from sqlalchemy.sql.type_api import TypeEngine
 from caas.core.history import Actor, record
 from caas.privacy import service as privacy
 from caas.privacy.rules import DRIVING_STYLE, LOCATION_HISTORY, Purpose
-from caas.protocol.mqtt import Status, Telemetry, UsageEvent
+from caas.protocol.mqtt import Status, Telemetry, UsageEvent, status_order
 from caas.vehicles.models import FeatureUsage, TelemetrySample, Vehicle, VehicleState
 
 log = structlog.get_logger(__name__)
@@ -76,6 +78,8 @@ class _Car:
     telemetry_at: datetime | None
     telemetry_seq: int | None
     status_at: datetime | None
+    status_session: int | None
+    online: bool | None
 
 
 def _cars(session: Session, vins: Iterable[str]) -> dict[str, _Car]:
@@ -89,6 +93,8 @@ def _cars(session: Session, vins: Iterable[str]) -> dict[str, _Car]:
             VehicleState.telemetry_at,
             VehicleState.telemetry_seq,
             VehicleState.status_at,
+            VehicleState.status_session,
+            VehicleState.online,
         )
         .outerjoin(VehicleState, VehicleState.vehicle_id == Vehicle.id)
         .where(Vehicle.vin.in_(sorted(set(vins))))
@@ -338,32 +344,57 @@ def store_usage_events(session: Session, items: Sequence[UsageEvent], *, now: da
 
 
 def store_status(session: Session, status: Status, *, now: datetime) -> bool:
-    """The car came online or went offline (its last will). Returns whether it was news: a
-    status older than the one held (the retained message read again, a late last will) is
-    ignored."""
+    """The car came online or went offline (its last will). Returns whether it was news.
+
+    Statuses are ordered by `caas.protocol.mqtt.status_order`: by the car's connection
+    (`session`), and within one connection `offline` after `online`, because the last will is
+    written when the car connects and so carries the older time. A status older than the one
+    held (the retained message read again, the will of an earlier connection delivered after
+    the car came back) is ignored.
+    """
     car = _cars(session, [status.vin]).get(status.vin)
     if car is None:
         _count("status", "unknown_vehicle", 1)
         return False
-    if car.status_at is not None and status.at <= car.status_at:
+    if car.status_at is not None and not status_order(
+        status.session,
+        status.online,
+        status.at,
+        than=(car.status_session, bool(car.online), car.status_at),
+    ):
         _count("status", "stale", 1)
         return False
     statement = insert(_STATE).values(
         vehicle_id=car.id,
         online=status.online,
         status_at=status.at,
+        status_session=status.session,
         last_seen_at=now,
         software_version=status.software_version,
     )
     state = _STATE.c
     new = statement.excluded
-    is_newer = or_(state.status_at.is_(None), new.status_at > state.status_at)
+    # The same order in SQL, against the row as it is now (another replica may have written).
+    is_newer = or_(
+        state.status_at.is_(None),
+        and_(
+            new.status_session.is_not(None),
+            state.status_session.is_not(None),
+            tuple_(new.status_session, not_(new.online), new.status_at)
+            > tuple_(state.status_session, not_(state.online), state.status_at),
+        ),
+        and_(
+            or_(new.status_session.is_(None), state.status_session.is_(None)),
+            new.status_at > state.status_at,
+        ),
+    )
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["vehicle_id"],
             set_={
                 "online": case((is_newer, new.online), else_=state.online),
                 "status_at": case((is_newer, new.status_at), else_=state.status_at),
+                "status_session": case((is_newer, new.status_session), else_=state.status_session),
                 "software_version": case(
                     (and_(is_newer, new.software_version.is_not(None)), new.software_version),
                     else_=state.software_version,

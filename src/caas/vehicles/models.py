@@ -130,4 +130,6 @@ class VehicleState(Base):
     telemetry_seq: Mapped[int | None] = mapped_column(BigInteger)
     online: Mapped[bool] = mapped_column(default=False)
     status_at: Mapped[datetime | None]  # by the car's clock
+    # The connection the status belongs to (`caas.protocol.mqtt.Status.session`).
+    status_session: Mapped[int | None] = mapped_column(BigInteger)
     last_seen_at: Mapped[datetime | None]  # by the platform's clock

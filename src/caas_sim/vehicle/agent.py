@@ -245,6 +245,9 @@ class VehicleAgent:
         start = first_sequence if first_sequence is not None else int(now().timestamp() * 1000)
         self._telemetry_seq = start
         self._event_seq = start
+        # The connection counter: the online status and the last will of one connection carry
+        # it, so the platform can tell the will of this connection from a stale one.
+        self._connection = start
 
         self._applied: ManifestBody | None = None
         self._applied_payload: bytes | None = None
@@ -419,6 +422,7 @@ class VehicleAgent:
 
     def _new_client(self) -> aiomqtt.Client:
         protocol = self.broker.protocol or aiomqtt.ProtocolVersion.V5
+        self._connection += 1
         will = aiomqtt.Will(
             mqtt.status_topic(self.vin),
             mqtt.encode(self._status(online=False)),
@@ -479,7 +483,11 @@ class VehicleAgent:
 
     def _status(self, *, online: bool) -> Status:
         return Status(
-            vin=self.vin, online=online, at=self._now(), software_version=self.software_version
+            vin=self.vin,
+            online=online,
+            at=self._now(),
+            session=self._connection,
+            software_version=self.software_version,
         )
 
     # --- configuration ------------------------------------------------------------------
