@@ -22,6 +22,10 @@ class BrokerCredential(Base):
     # worker has given it to the broker; then wiped (caas.iot.service explains why).
     pending_secret: Mapped[str | None] = mapped_column(Text)
     generation: Mapped[int] = mapped_column(default=1)
+    # The birth password again, encrypted the same way, only until the factory has the car's
+    # provisioning bundle to flash into it (`caas.factory.jobs.send_provisioning`); then wiped.
+    bundle_secret: Mapped[str | None] = mapped_column(Text)
+    bundle_delivered_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     rotated_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
