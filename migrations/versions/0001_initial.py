@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:45:09.493225
+Create Date: 2026-11-23 14:48:06.909072
 """
 
 from collections.abc import Sequence
@@ -497,6 +497,8 @@ def upgrade() -> None:
         sa.Column("failure_code", sa.String(length=60), nullable=True),
         sa.Column("failure_reason", sa.String(length=300), nullable=True),
         sa.Column("refunded_minor", sa.Integer(), nullable=False),
+        sa.Column("invoice_lines", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("invoice_country", sa.String(length=2), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("authorised_at", sa.DateTime(timezone=True), nullable=True),

@@ -167,6 +167,34 @@ def issue_for_sale_payment(
     )
 
 
+def issue_for_store_payment(
+    session: Session, *, payment: Payment, customer: Customer, now: datetime
+) -> Invoice:
+    """The invoice of a captured store payment: the lines priced when it began."""
+    if payment.invoice_lines is None or payment.invoice_country is None:
+        raise ValueError(f"payment {payment.id} has no invoice lines")
+    lines = [
+        rules.LineDraft(
+            description=str(line["description"]),
+            net_minor=int(line["net_minor"]),
+            vat_rate_bp=int(line["vat_rate_bp"]),
+            vat_minor=int(line["vat_minor"]),
+        )
+        for line in payment.invoice_lines
+    ]
+    if rules.totals(lines).gross_minor != payment.amount_minor:
+        raise ValueError(f"payment {payment.id}: its lines do not add up to its amount")
+    return issue(
+        session,
+        kind="option",
+        customer=customer,
+        country=payment.invoice_country,
+        lines=lines,
+        now=now,
+        payment=payment,
+    )
+
+
 def invoice_lines(session: Session, invoice_id: int) -> list[InvoiceLine]:
     return list(
         session.scalars(

@@ -9,6 +9,7 @@ from alembic.autogenerate import comparators
 from alembic.operations import ops
 from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from caas.core.db import Base
@@ -31,7 +32,8 @@ class Payment(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"))
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # deposit | final
+    # deposit | final (a sale's); option | renewal | occurrence | metered (the store's)
+    kind: Mapped[str] = mapped_column(String(20))
     amount_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
     state: Mapped[str] = mapped_column(String(20))
@@ -46,6 +48,10 @@ class Payment(Base):
     failure_code: Mapped[str | None] = mapped_column(String(60))
     failure_reason: Mapped[str | None] = mapped_column(String(300))
     refunded_minor: Mapped[int] = mapped_column(default=0)
+    # The store's payments: what the invoice will say once captured (`rules.LineDraft` as
+    # JSON, priced when the payment began) and in which country's series; None for a sale's.
+    invoice_lines: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    invoice_country: Mapped[str | None] = mapped_column(String(2))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     authorised_at: Mapped[datetime | None]

@@ -19,6 +19,7 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {
         "advance": "Advance payment invoice",
         "final": "Invoice",
+        "option": "Invoice",
         "number": "Invoice number",
         "date": "Date of issue",
         "order": "Order",
@@ -39,6 +40,7 @@ LABELS: dict[str, dict[str, str]] = {
     "es": {
         "advance": "Factura de anticipo",
         "final": "Factura",
+        "option": "Factura",
         "number": "Número de factura",
         "date": "Fecha de expedición",
         "order": "Pedido",

@@ -35,6 +35,9 @@ PAYMENT = StateMachine(
 PAYABLE_IN = {"deposit": "awaiting_deposit", "final": "at_dealer"}
 # The invoice each kind of payment gets.
 INVOICE_KIND = {"deposit": "advance", "final": "final"}
+# Payments of the store (held at checkout, captured once the car applied the option; renewals
+# and occurrences are charged when they start; metered usage once a month).
+STORE_KINDS = frozenset({"option", "renewal", "occurrence", "metered"})
 # States in which a payment still holds (or may still take) the customer's money.
 OPEN_STATES = frozenset({"pending", "authorised"})
 

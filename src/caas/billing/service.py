@@ -14,6 +14,7 @@ An answer that does not come in time leaves the payment pending; the provider's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -200,25 +201,166 @@ def drive_payment(
     now: datetime,
 ) -> Payment:
     """Take the payment as far as the provider lets us now; return it in its new state."""
-    if payment.state == "pending":
-        try:
-            result = provider.authorise(
-                Money(payment.amount_minor, payment.currency),
-                card_token,
-                rules.provider_key(payment.reference, "authorise"),
-                payment.reference,
-            )
-        except ProviderTimeout:
-            return _lock(session, payment.id)
-        except ProviderError as error:
-            payment = _lock(session, payment.id)
-            if payment.state == "pending":
-                _fail(session, payment, "provider_error", error.message, actor=actor, now=now)
-            return payment
-        payment = _lock(session, payment.id)
-        _apply_authorisation(session, payment, result, actor=actor, now=now)
+    payment = authorise_payment(
+        session, payment, payment_method=card_token, provider=provider, actor=actor, now=now
+    )
     if payment.state == "authorised":
         payment = _capture(session, payment, provider=provider, actor=actor, now=now)
+    return payment
+
+
+def authorise_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    payment_method: str,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Hold the amount on the card: a pending payment becomes authorised or failed, or stays
+    pending when the provider's answer does not come in time (its event settles it later).
+    Any other state is returned as it is, so a retry repeats nothing."""
+    if payment.state != "pending":
+        return payment
+    try:
+        result = provider.authorise(
+            Money(payment.amount_minor, payment.currency),
+            payment_method,
+            rules.provider_key(payment.reference, "authorise"),
+            payment.reference,
+        )
+    except ProviderTimeout:
+        return _lock(session, payment.id)
+    except ProviderError as error:
+        payment = _lock(session, payment.id)
+        if payment.state == "pending":
+            _fail(session, payment, "provider_error", error.message, actor=actor, now=now)
+        return payment
+    payment = _lock(session, payment.id)
+    _apply_authorisation(session, payment, result, actor=actor, now=now)
+    return payment
+
+
+# The store's payments: held at checkout, captured once the car runs what was paid for.
+
+
+def begin_store_payment(
+    session: Session,
+    *,
+    customer_id: int,
+    kind: str,
+    lines: Sequence[rules.LineDraft],
+    currency: str,
+    country: str,
+    payment_method: str,
+    idempotency_key: str,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, object] | None = None,
+) -> Payment:
+    """The payment this key already started for the customer, or a new pending one for the
+    gross of `lines` (which its invoice will list once captured).
+
+    `kind` is one of `rules.STORE_KINDS`; the key is the caller's (the customer's
+    Idempotency-Key, or one derived from a renewal's or occurrence's id), so a retry finds this
+    row instead of charging twice. Commit before calling the provider (`authorise_payment`).
+    """
+    if kind not in rules.STORE_KINDS:
+        raise ValueError(f"not a store payment: {kind}")
+    drafts = [
+        {
+            "description": line.description,
+            "net_minor": line.net_minor,
+            "vat_rate_bp": line.vat_rate_bp,
+            "vat_minor": line.vat_minor,
+        }
+        for line in lines
+    ]
+    amount = rules.totals(list(lines)).gross_minor
+    request_hash = fingerprint(
+        {"kind": kind, "lines": drafts, "currency": currency, "method": payment_method}
+    )
+    found = _payment_by_key(session, customer_id, idempotency_key)
+    if found is not None:
+        if found.request_hash != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was already used for a different payment",
+                code="idempotency.key_reused",
+            )
+        return found
+    if amount <= 0:
+        raise ValueError("a store payment takes a positive amount")
+    payment = Payment(
+        sale_id=None,
+        customer_id=customer_id,
+        kind=kind,
+        amount_minor=amount,
+        currency=currency,
+        state="pending",
+        reference=rules.new_payment_reference(),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        invoice_lines=drafts,
+        invoice_country=country,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(payment)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="payment",
+        subject_id=payment.id,
+        customer_id=customer_id,
+        event="payment.pending",
+        to_state="pending",
+        details={"kind": kind, "amount_minor": amount, "currency": currency, **(details or {})},
+    )
+    return payment
+
+
+def capture_payment(
+    session: Session, payment: Payment, *, provider: PaymentProvider, actor: Actor, now: datetime
+) -> Payment:
+    """Take held money: authorised becomes captured (and invoiced) or failed; a provider that
+    does not answer leaves it authorised, to be retried (the provider's key repeats the same
+    capture). Any other state is returned as it is."""
+    payment = _lock(session, payment.id)
+    if payment.state != "authorised":
+        return payment
+    return _capture(session, payment, provider=provider, actor=actor, now=now)
+
+
+def void_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    provider: PaymentProvider,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Release a hold that will not be captured (the car refused or never applied the
+    option): authorised becomes voided. Raises ProviderError/ProviderTimeout when the
+    provider cannot be reached (retry later); other states are returned as they are."""
+    payment = _lock(session, payment.id)
+    if payment.state != "authorised":
+        return payment
+    assert payment.provider_ref is not None
+    result = provider.void(payment.provider_ref, rules.provider_key(payment.reference, "void"))
+    payment = _lock(session, payment.id)
+    if payment.state != "authorised":
+        return payment
+    if not result.ok:
+        raise Conflict(
+            result.message or "the provider refused to release the payment",
+            code="payment.void_refused",
+        )
+    payment.failure_code = reason[:60]
+    _move(session, payment, "voided", actor=actor, now=now, details={"reason": reason})
     return payment
 
 
@@ -343,30 +485,21 @@ def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: da
     """The money is in: invoice, history, the customer told, and the order moves on."""
     payment.captured_at = now
     _move(session, payment, "captured", actor=actor, now=now)
+    customer = session.get_one(Customer, payment.customer_id)
     if payment.sale_id is None:
+        _record_invoice(
+            session,
+            invoices.issue_for_store_payment(session, payment=payment, customer=customer, now=now),
+            payment,
+            actor=actor,
+            now=now,
+        )
         return
     sale = sales.lock_sale(session, payment.sale_id)
-    customer = session.get_one(Customer, payment.customer_id)
     invoice = invoices.issue_for_sale_payment(
         session, payment=payment, sale=sale, customer=customer, now=now
     )
-    record(
-        session,
-        at=now,
-        actor=actor,
-        subject_type="invoice",
-        subject_id=invoice.id,
-        customer_id=customer.id,
-        event="invoice.issued",
-        details={
-            "number": invoice.number,
-            "kind": invoice.kind,
-            "gross_minor": invoice.gross_minor,
-            "currency": invoice.currency,
-            "payment_id": payment.id,
-            "sale_id": sale.id,
-        },
-    )
+    _record_invoice(session, invoice, payment, actor=actor, now=now)
     notify_user(
         session,
         user_id=customer.user_id,
@@ -386,6 +519,28 @@ def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: da
         now=now,
     )
     _order_paid(session, sale, payment, actor=actor, now=now)
+
+
+def _record_invoice(
+    session: Session, invoice: Invoice, payment: Payment, *, actor: Actor, now: datetime
+) -> None:
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="invoice",
+        subject_id=invoice.id,
+        customer_id=invoice.customer_id,
+        event="invoice.issued",
+        details={
+            "number": invoice.number,
+            "kind": invoice.kind,
+            "gross_minor": invoice.gross_minor,
+            "currency": invoice.currency,
+            "payment_id": payment.id,
+            "sale_id": payment.sale_id,
+        },
+    )
 
 
 def _order_paid(
@@ -510,7 +665,8 @@ def apply_provider_event(
             card_last4=authorization.card.last4,
         )
         _apply_authorisation(session, payment, result, actor=PROVIDER, now=now)
-        if payment.state == "authorised":
+        if payment.state == "authorised" and payment.sale_id is not None:
+            # A store payment is captured by the store, once the car has applied the option.
             payment = _capture(session, payment, provider=provider, actor=PROVIDER, now=now)
     elif event.type == "capture.succeeded":
         if payment.state == "pending":
