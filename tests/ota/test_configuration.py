@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +25,9 @@ from caas.protocol.manifest import verify_manifest
 from caas.protocol.mqtt import Reported, SignedManifest
 from caas.sales.models import Sale
 from caas.vehicles.models import PhoneKey, Vehicle
+from caas.vehicles.twin import twin_of
 from caas.worker import build_relay
+from caas_sim.vehicle.agent import BrokerEndpoint, CarIdentity, VehicleAgent
 from tests.vehicles.support import (
     FACTORY,
     Car,
@@ -168,7 +171,9 @@ def test_the_cars_answer_settles_the_version_and_stays_in_its_history(
     ota.record_report(
         db, report(car, 2, "applied", active_features=["driver_assist"]), now=applied_at
     )
-    ota.record_report(db, report(car, 2, "applied"), now=applied_at)  # a duplicate
+    ota.record_report(
+        db, report(car, 2, "applied", active_features=["driver_assist"]), now=applied_at
+    )  # a duplicate
 
     row = versions(db, car)[2]
     assert (row.state, row.reported_at, row.active_features) == (
@@ -186,6 +191,51 @@ def test_the_cars_answer_settles_the_version_and_stays_in_its_history(
         ("configuration.deferred", "pending", "deferred", "vehicle"),
         ("configuration.applied", "deferred", "applied", "vehicle"),
     ]
+
+
+def test_a_window_ended_by_the_cars_own_clock_reaches_the_twin(
+    db: Session, car: Car, clock: FixedClock, signing: SigningMaterial
+) -> None:
+    """The car switches a feature off at the end of its window by its own clock, offline, and
+    reports `applied` again for the version it runs with the features now on."""
+    agent = VehicleAgent(
+        CarIdentity(
+            vin=car.vin,
+            password=car.password,
+            private_key=Ed25519PrivateKey.generate(),
+            root_public_key=signing.root_public_key,
+        ),
+        BrokerEndpoint("127.0.0.1", 1),  # never connected: the car is offline throughout
+        now=clock.now,
+    )
+    delivered = deliver(db, car, now=clock.now())
+    first = agent.receive(ota.manifest_payload(delivered))
+    assert first is not None and first.active_features == ["driver_assist"]
+    ota.record_report(db, first, now=clock.now())
+    assert versions(db, car)[2].active_features == ["driver_assist"]
+
+    body = mqtt.ManifestBody.model_validate(delivered.body)
+    [window] = [state for state in body.features if state.enabled]
+    assert window.valid_until is not None
+    clock.advance(window.valid_until - clock.now() + timedelta(minutes=1))
+    assert agent.tick()  # the car's clock passed the window's end: off, reported again
+    ended = agent.last_report
+    assert ended is not None and (ended.version, ended.status) == (2, "applied")
+    assert ended.active_features == []
+
+    back_at = clock.advance(timedelta(hours=2))  # the car is back online: its report arrives
+    ota.record_report(db, ended, now=back_at)
+    ota.record_report(db, ended, now=back_at + timedelta(seconds=1))  # a true duplicate
+    row = versions(db, car)[2]
+    assert (row.state, row.active_features, row.reported_at) == ("applied", [], back_at)
+    changes = [
+        (e.event, e.details["version"], e.details["switched_off"], e.details["switched_on"])
+        for e in subject_history(db, "vehicle", car.vehicle_id)
+        if e.event == "configuration.features_changed"
+    ]
+    assert changes == [("configuration.features_changed", 2, ["driver_assist"], [])]
+    twin = twin_of(db, db.get_one(Vehicle, car.vehicle_id))
+    assert twin.reported is not None and twin.reported.active_features == []
 
 
 def test_a_rejection_keeps_the_cars_reason(db: Session, car: Car, clock: FixedClock) -> None:

@@ -177,3 +177,15 @@ def state_after_report(
     if target == current or not CONFIGURATION.allows(current, target):
         return None
     return target
+
+
+def features_switched(
+    before: Sequence[str] | None, after: Sequence[str]
+) -> tuple[list[str], list[str]] | None:
+    """What the car switched off and on by itself under a version it had applied (a window
+    that ended or began by its own clock), or None when its features are the same (a true
+    duplicate of its report)."""
+    was, now = set(before or ()), set(after)
+    if was == now:
+        return None
+    return sorted(was - now), sorted(now - was)

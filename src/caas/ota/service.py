@@ -33,6 +33,7 @@ from caas.ota.rules import (
     CatalogFeature,
     Entitlement,
     feature_states,
+    features_switched,
     state_after_report,
 )
 from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported
@@ -251,6 +252,8 @@ def record_report(
     if target is None:
         if reported.status == "rejected":
             _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+        elif reported.status == "applied" and version.state == "applied":
+            _features_switched(session, vehicle, version, reported, actor=actor, now=now)
         return version
     if version.state == "pending" and version.publish_count:
         # Answered: the re-send queued after the last publication has nothing left to do.
@@ -264,6 +267,42 @@ def record_report(
     configuration_answered(session, vehicle, version, now=now)
     log.info("ota.reported", vin=vehicle.vin, version=version.version, state=target)
     return version
+
+
+def _features_switched(
+    session: Session,
+    vehicle: Vehicle,
+    version: ConfigurationVersion,
+    reported: Reported,
+    *,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """The car reports `applied` again for a version it runs, with other features on: it
+    switched a feature off (or on) by its own clock at the end (start) of its window, maybe
+    while offline. The twin follows; the same features again change nothing."""
+    switched = features_switched(version.active_features, reported.active_features)
+    if switched is None:
+        return
+    off, on = switched
+    version.active_features = list(reported.active_features)
+    version.reported_at = now
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event="configuration.features_changed",
+        details={
+            "version": version.version,
+            "switched_off": off,
+            "switched_on": on,
+            "car_time": reported.at.isoformat(),
+        },
+    )
+    log.info("ota.features_changed", vin=vehicle.vin, version=version.version, off=off, on=on)
 
 
 def _keep_unmatched(
