@@ -11,6 +11,7 @@ from caas.catalog import service as catalog
 from caas.catalog.manuals import ManualModel
 from caas.catalog.models import Country, Feature, FeaturePrice, Platform, PlatformPrice
 from caas.catalog.schemas import (
+    FeatureRead,
     MaintenancePlanRead,
     OptionRead,
     PlatformPriceRead,
@@ -109,3 +110,26 @@ def manual_model(session: Session, platform_code: str) -> ManualModel:
     if platform is None:
         raise NotFound(f"no platform model {platform_code!r}", code="platform.not_found")
     return ManualModel.of(platform, catalog.platform_features(session, platform.id))
+
+
+def feature_read(feature: Feature, platform: Platform, language: str) -> FeatureRead:
+    """A feature as the API shows it, its name and description in `language` (or English)."""
+    name, description = catalog.feature_text(feature, language)
+    return FeatureRead(
+        id=feature.id,
+        platform=platform.code,
+        code=feature.code,
+        name=name,
+        description=description,
+        names=dict(feature.names or {}),
+        descriptions=dict(feature.descriptions or {}),
+        category=feature.category,
+        needs_hardware=feature.needs_hardware,
+        min_software_version=feature.min_software_version,
+        requires=list(feature.requires or []),
+        conflicts=list(feature.conflicts or []),
+        countries=None if feature.countries is None else list(feature.countries),
+        requires_maintenance=feature.requires_maintenance,
+        parameters=dict(feature.parameters or {}),
+        active=feature.active,
+    )

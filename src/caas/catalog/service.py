@@ -1,14 +1,20 @@
-"""Reading the catalog: platforms, their options and prices in a country."""
+"""The catalog's service: platforms, their options and prices in a country; the operator's
+changes to features (validated, recorded in the history)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from caas.catalog import rules
 from caas.catalog.models import Country, Feature, FeaturePrice, Platform, PlatformPrice
-from caas.core.errors import InvalidInput, NotFound
+from caas.catalog.schemas import FeatureCreate, FeatureUpdate
+from caas.core.errors import Conflict, InvalidInput, NotFound
+from caas.core.history import Actor, record
 
 
 def get_country(session: Session, code: str) -> Country:
@@ -84,3 +90,197 @@ def get_platform(session: Session, platform_id: int) -> Platform:
     if platform is None:
         raise NotFound("no such platform")
     return platform
+
+
+def feature_text(feature: Feature, language: str) -> tuple[str, str]:
+    """The feature's name and description in `language`, else in English, else the catalog's
+    own `name` and `description`."""
+    names = feature.names or {}
+    descriptions = feature.descriptions or {}
+    fallback = rules.REQUIRED_LANGUAGE
+    name = names.get(language) or names.get(fallback) or feature.name
+    description = descriptions.get(language) or descriptions.get(fallback) or feature.description
+    return name, description
+
+
+# --- the operator's management of features ------------------------------------------------
+
+
+def get_feature(session: Session, platform: Platform, code: str, *, lock: bool = False) -> Feature:
+    """The feature `code` of `platform`; NotFound otherwise."""
+    query = select(Feature).where(Feature.platform_id == platform.id, Feature.code == code)
+    if lock:
+        query = query.with_for_update()
+    feature = session.scalars(query).first()
+    if feature is None:
+        raise NotFound(f"{platform.name} has no feature {code!r}", code="feature.not_found")
+    return feature
+
+
+def platform_or_404(session: Session, code: str) -> Platform:
+    platform = session.scalars(select(Platform).where(Platform.code == code.upper())).first()
+    if platform is None:
+        raise NotFound(f"no platform model {code!r}", code="platform.not_found")
+    return platform
+
+
+def _check_requirements(
+    session: Session,
+    platform: Platform,
+    code: str,
+    *,
+    requires: list[str],
+    conflicts: list[str],
+) -> None:
+    # Locked: two operators editing requirements at once cannot build a cycle between them.
+    siblings = session.scalars(
+        select(Feature).where(Feature.platform_id == platform.id).with_for_update()
+    ).all()
+    problem = rules.requirement_problem(
+        code,
+        requires=requires,
+        conflicts=conflicts,
+        platform={f.code: (list(f.requires or []), list(f.conflicts or [])) for f in siblings},
+    )
+    if problem is not None:
+        raise InvalidInput(problem.reason, field=problem.field, code=problem.code)
+
+
+def _check_countries(session: Session, countries: list[str] | None) -> None:
+    if countries is None:
+        return
+    known = set(session.scalars(select(Country.code)))
+    for index, country in enumerate(countries):
+        if country not in known:
+            raise InvalidInput(
+                f"we do not sell in {country}",
+                field=f"countries.{index}",
+                code="feature.unknown_country",
+            )
+
+
+def _snapshot(feature: Feature) -> dict[str, Any]:
+    return {name: getattr(feature, name) for name in _EDITABLE}
+
+
+_EDITABLE = (
+    "names",
+    "descriptions",
+    "category",
+    "min_software_version",
+    "requires",
+    "conflicts",
+    "countries",
+    "requires_maintenance",
+    "parameters",
+)
+
+
+def create_feature(
+    session: Session, platform: Platform, body: FeatureCreate, *, actor: Actor, now: datetime
+) -> Feature:
+    """A new feature of `platform`, on sale (it has no offers yet: see `caas.store.offers`)."""
+    exists = session.scalars(
+        select(Feature.id).where(Feature.platform_id == platform.id, Feature.code == body.code)
+    ).first()
+    if exists is not None:
+        raise Conflict(
+            f"{platform.name} already has a feature {body.code!r}",
+            code="feature.exists",
+            field="code",
+        )
+    requires, conflicts = body.requires or [], body.conflicts or []
+    _check_requirements(session, platform, body.code, requires=requires, conflicts=conflicts)
+    _check_countries(session, body.countries)
+    names, descriptions = dict(body.names), dict(body.descriptions)
+    feature = Feature(
+        platform_id=platform.id,
+        code=body.code,
+        name=names[rules.REQUIRED_LANGUAGE],
+        description=descriptions[rules.REQUIRED_LANGUAGE],
+        names=names,
+        descriptions=descriptions,
+        category=body.category,
+        needs_hardware=body.needs_hardware,
+        min_software_version=body.min_software_version,
+        requires=requires,
+        conflicts=conflicts,
+        countries=body.countries,
+        requires_maintenance=bool(body.requires_maintenance),
+        parameters=dict(body.parameters or {}),
+        active=True,
+    )
+    session.add(feature)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="feature",
+        subject_id=feature.id,
+        event="feature.created",
+        to_state="active",
+        details={"platform": platform.code, **_snapshot(feature)},
+    )
+    return feature
+
+
+def update_feature(
+    session: Session, feature: Feature, body: FeatureUpdate, *, actor: Actor, now: datetime
+) -> Feature:
+    """Change what `body` sends (see `FeatureUpdate`); withdraw or reinstate with `active`.
+    Records what changed, from and to; a change that changes nothing records nothing."""
+    sent = body.model_dump(exclude_unset=True)
+    for name in ("names", "descriptions", "category", "requires", "conflicts"):
+        if name in sent and sent[name] is None:
+            raise InvalidInput(f"{name} cannot be null", field=name)
+    if "requires" in sent or "conflicts" in sent:
+        platform = session.get(Platform, feature.platform_id)
+        assert platform is not None
+        _check_requirements(
+            session,
+            platform,
+            feature.code,
+            requires=sent.get("requires", list(feature.requires or [])),
+            conflicts=sent.get("conflicts", list(feature.conflicts or [])),
+        )
+    if "countries" in sent:
+        _check_countries(session, sent["countries"])
+    if sent.get("requires_maintenance", False) is None:
+        sent["requires_maintenance"] = False
+    if "parameters" in sent and sent["parameters"] is None:
+        sent["parameters"] = {}
+    changes: dict[str, dict[str, Any]] = {}
+    for name in _EDITABLE:
+        if name in sent and getattr(feature, name) != sent[name]:
+            changes[name] = {"from": getattr(feature, name), "to": sent[name]}
+            setattr(feature, name, sent[name])
+    if "names" in changes:
+        feature.name = feature.names[rules.REQUIRED_LANGUAGE]
+    if "descriptions" in changes:
+        feature.description = feature.descriptions[rules.REQUIRED_LANGUAGE]
+    if changes:
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="feature",
+            subject_id=feature.id,
+            event="feature.updated",
+            details={"code": feature.code, "changes": changes},
+        )
+    active = sent.get("active")
+    if active is not None and active != feature.active:
+        feature.active = active
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="feature",
+            subject_id=feature.id,
+            event="feature.reinstated" if active else "feature.withdrawn",
+            from_state="withdrawn" if active else "active",
+            to_state="active" if active else "withdrawn",
+            details={"code": feature.code},
+        )
+    return feature

@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature
 from caas.core.errors import Conflict, InvalidInput, NotFound
 from caas.core.history import Actor, record
@@ -28,7 +29,6 @@ from caas.store.models import Offer
 
 DEFAULT_APPLY_DEADLINE_SECONDS = 600
 APPLY_DEADLINE_RANGE = (30, 86_400)
-FALLBACK_LANGUAGE = "en"
 
 
 # --- what the rest of the store reads -----------------------------------------------------
@@ -57,9 +57,10 @@ def offers_of_features(session: Session, feature_ids: Sequence[int]) -> list[Off
     return offers
 
 
-def get_offer(session: Session, offer_id: int) -> Offer:
-    """The offer `offer_id`; NotFound (field "offer_id") when there is none."""
-    offer = session.get(Offer, offer_id)
+def get_offer(session: Session, offer_id: int, *, lock: bool = False) -> Offer:
+    """The offer `offer_id` (locked for update with `lock`); NotFound (field "offer_id") when
+    there is none."""
+    offer = session.get(Offer, offer_id, with_for_update=lock)
     if offer is None:
         raise NotFound(f"no offer {offer_id}", code="offer.not_found", field="offer_id")
     return offer
@@ -67,14 +68,8 @@ def get_offer(session: Session, offer_id: int) -> Offer:
 
 def feature_text(feature: Feature, language: str) -> tuple[str, str]:
     """The feature's name and description in `language`, else in English, else the catalog's
-    own `name` and `description`."""
-    names = feature.names or {}
-    descriptions = feature.descriptions or {}
-    name = names.get(language) or names.get(FALLBACK_LANGUAGE) or feature.name
-    description = (
-        descriptions.get(language) or descriptions.get(FALLBACK_LANGUAGE) or feature.description
-    )
-    return name, description
+    own `name` and `description` (`caas.catalog.service.feature_text`)."""
+    return catalog.feature_text(feature, language)
 
 
 def _offer_order(offer: Offer) -> tuple[int, int, int]:
