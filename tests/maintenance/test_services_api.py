@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 from caas.core.clock import FixedClock
 from caas.core.history import subject_history
 from caas.core.settings import Settings
+from caas.maintenance import service as maintenance
 from caas.maintenance.models import MaintenanceRecord
+from caas.protocol.mqtt import Telemetry
+from caas.vehicles import ingest
 from caas.vehicles.models import Vehicle
 from tests.files.customers import SoldCustomer, car_for, login, sold_customer
 
@@ -106,6 +109,33 @@ def test_services_show_the_next_one_due_and_whether_the_car_is_late(
     assert after["next_service"]["due_km"] == 39_000
     clock.set(datetime(2027, 2, 1, tzinfo=UTC))
     assert app_client.get(f"/api/v1/vehicles/{VIN}/services").json()["status"] == "overdue"
+
+
+def test_the_odometer_the_car_reports_makes_it_overdue_before_any_workshop_sees_it(
+    db: Session, app_client: TestClient, car: Vehicle, owner: SoldCustomer, clock: FixedClock
+) -> None:
+    login(app_client, owner.email)
+    before = app_client.get(f"/api/v1/vehicles/{VIN}/services").json()
+    assert (before["status"], before["odometer_km"]) == ("compliant", None)
+    today = clock.now().date()
+    assert maintenance.follows_plan_now(db, car, today=today)
+
+    # Telemetry from the car: 20,412.7 km, past the 20,000 km due since delivery.
+    sample = Telemetry(
+        vin=VIN,
+        seq=1,
+        at=clock.now(),
+        odometer_km=20_412.7,
+        software_version="7.2.0",
+        speed_kmh=0,
+        parked=True,
+    )
+    assert ingest.store_telemetry(db, [sample], now=clock.now()) == 1
+    db.commit()
+    after = app_client.get(f"/api/v1/vehicles/{VIN}/services").json()
+    assert (after["status"], after["odometer_km"]) == ("overdue", 20_412)
+    assert after["next_service"]["due_km"] == 20_000  # still counted from delivery
+    assert not maintenance.follows_plan_now(db, car, today=today)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ def vehicle_services_read(session: Session, summary: MaintenanceSummary) -> Vehi
         if due
         else None,
         status=summary.status,
+        odometer_km=summary.odometer_km,
         services=[
             service_record_read(r, vin=vehicle.vin, workshop=names.get(r.workshop_user_id, ""))
             for r in summary.records

@@ -94,6 +94,12 @@ class VehicleServicesRead(BaseModel):
         description="Null while the car is neither delivered nor ever serviced"
     )
     status: Literal["compliant", "overdue"] | None = Field(
-        description="Whether the car follows the plan now; null while it is not in service"
+        description="Whether the car follows the plan now (by date, and by `odometer_km`); "
+        "null while it is not in service"
+    )
+    odometer_km: int | None = Field(
+        description="The highest odometer reading known, in km: the car's latest telemetry, or "
+        "the last service's when higher; null while neither exists",
+        examples=[21450],
     )
     services: list[ServiceRecordRead] = Field(description="Newest first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -24,6 +25,7 @@ from caas.maintenance.rules import (
 )
 from caas.sales import service as sales
 from caas.sales.models import Sale
+from caas.vehicles import ingest
 from caas.vehicles import service as vehicles
 from caas.vehicles.models import Vehicle
 
@@ -55,12 +57,27 @@ class MaintenanceSummary:
     records: list[MaintenanceRecord]
     next_service: NextService | None
     status: Compliance | None  # None while the car is not in service yet
+    odometer_km: int | None  # the highest reading known (telemetry or a service); None: none
+
+
+def known_odometer(
+    session: Session, vehicle: Vehicle, last: MaintenanceRecord | None
+) -> int | None:
+    """The highest odometer reading known, in whole km: the car's own (telemetry, through
+    `caas.vehicles.ingest.latest_odometer`) or the last service's, whichever is higher."""
+    readings = [last.odometer_km] if last else []
+    reported = ingest.latest_odometer(session, vehicle.id)
+    if reported is not None:
+        readings.append(math.floor(reported))
+    return max(readings) if readings else None
 
 
 def maintenance_summary(session: Session, vehicle: Vehicle, *, today: date) -> MaintenanceSummary:
     """The plan, the services (newest first), the next one due and whether the car is late.
 
-    The odometer known here is the last service's: telemetry readings can sharpen it later.
+    Late by date, or by distance: the odometer is the car's latest reading from telemetry
+    when it reports one (a car driven past its due km is overdue before any workshop sees it),
+    else the last service's.
     """
     plan = plan_of(session, vehicle)
     records = service_records(session, vehicle.id)
@@ -70,12 +87,16 @@ def maintenance_summary(session: Session, vehicle: Vehicle, *, today: date) -> M
     )
     delivered = vehicle.delivered_at.date() if vehicle.delivered_at else None
     due = next_service(plan, delivered=delivered, last_service=last_point)
-    status = (
-        compliance(due, today=today, odometer_km=last.odometer_km if last else None)
-        if due
-        else None
-    )
-    return MaintenanceSummary(vehicle, plan, records, due, status)
+    odometer = known_odometer(session, vehicle, last)
+    status = compliance(due, today=today, odometer_km=odometer) if due else None
+    return MaintenanceSummary(vehicle, plan, records, due, status, odometer)
+
+
+def follows_plan_now(session: Session, vehicle: Vehicle, *, today: date) -> bool:
+    """Whether the car follows the official maintenance plan now, for eligibility (options
+    that require it): not overdue by date nor by the odometer it reports. A car not in
+    service yet follows it trivially."""
+    return maintenance_summary(session, vehicle, today=today).status != "overdue"
 
 
 def vehicle_for_reader(session: Session, user: User, vin: str) -> Vehicle:
