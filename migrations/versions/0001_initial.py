@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:48:06.909072
+Create Date: 2026-11-23 14:50:29.765026
 """
 
 from collections.abc import Sequence
@@ -108,6 +108,9 @@ def upgrade() -> None:
         "sweep_cursors",
         sa.Column("name", sa.String(length=40), nullable=False),
         sa.Column("swept_until", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("pass_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("after_vehicle_id", sa.BigInteger(), nullable=True),
+        sa.Column("runs", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sweep_cursors")),
     )
     op.create_table(

@@ -34,8 +34,9 @@ from caas.ota.models import ConfigurationVersion
 from caas.protocol.manifest import public_key_b64
 from caas.protocol.vin import make_vin
 from caas.sales import service as sales
-from caas.sales.models import Customer
+from caas.sales.models import Customer, Sale
 from caas.sales.schemas import CommercialPlan, CustomerIdentity
+from caas.store.entitlements import grant_plan
 from caas.vehicles import service as vehicles
 from caas.vehicles.models import Vehicle
 from tests.conftest import ScratchDatabases
@@ -127,6 +128,7 @@ def deliver(session: Session, car: Car, *, now: datetime) -> ConfigurationVersio
     """The car reaches its owner: the plan's features are on from now (a new version)."""
     vehicle = session.get_one(Vehicle, car.vehicle_id)
     vehicle.delivered_at = now
+    grant_plan(session, vehicle, session.get_one(Sale, car.sale_id), actor=FACTORY, now=now)
     return ota.request_configuration(session, vehicle, reason="delivered", actor=FACTORY, now=now)
 
 

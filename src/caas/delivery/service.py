@@ -131,8 +131,10 @@ def dispatch_delivery(
 
 def complete_delivery(session: Session, sale: Sale, *, actor: Actor, now: datetime) -> Delivery:
     """The car is handed over: the order waits for the phone to be paired with it, and the car
-    gets a configuration with the plan's features, on from now for the service period."""
+    gets a configuration with the plan's features, which become its entitlements, on from
+    now for the service period."""
     from caas.ota.service import request_configuration
+    from caas.store.entitlements import grant_plan
 
     delivery = _scheduled(session, sale, "delivered")
     DELIVERY.check(delivery.state, "delivered")
@@ -155,6 +157,7 @@ def complete_delivery(session: Session, sale: Sale, *, actor: Actor, now: dateti
         event="car.delivered",
         details={"address": delivery.address, "sale_id": sale.id},
     )
+    grant_plan(session, vehicle, sale, actor=actor, now=now)
     request_configuration(session, vehicle, reason="delivered", actor=actor, now=now)
     transition_order(
         session,

@@ -13,5 +13,9 @@ from caas.core.settings import Settings
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
     """Every store topic with the function that delivers it."""
-    del settings, clock
-    return {}
+    from caas.store import sweep
+
+    del settings
+    topics: dict[str, Handler] = {}
+    topics.update(sweep.handlers(clock))
+    return topics

@@ -238,3 +238,10 @@ class SweepCursor(Base):
 
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     swept_until: Mapped[datetime]
+    # A pass cut into batches: it sweeps up to `pass_until`, and the cars up to
+    # `after_vehicle_id` are done (both None between passes).
+    pass_until: Mapped[datetime | None]
+    after_vehicle_id: Mapped[int | None] = mapped_column(BigInteger)
+    # How many runs the self-rescheduling job has made: the next one's number, carried by its
+    # outbox message (and dedupe key), so a stray duplicate finds it stale and does nothing.
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)

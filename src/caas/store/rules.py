@@ -7,12 +7,14 @@ functions here are what the property-based tests exercise.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from caas.core.money import percent_of
 from caas.core.state_machine import StateMachine
+from caas.ota.rules import Entitlement as OtaEntitlement
 from caas.ota.rules import add_months
 
 OfferKind = Literal["trial", "window", "custom", "subscription", "permanent", "metered"]
@@ -165,3 +167,65 @@ def price_line(net_minor: int, vat_rate_bp: int) -> PricedLine:
     """A line's VAT on its net, rounded half up; gross = net + VAT."""
     vat = percent_of(net_minor, vat_rate_bp)
     return PricedLine(net_minor, vat_rate_bp, vat, net_minor + vat)
+
+
+# --- windows: from entitlements to what the car runs ---------------------------------------
+
+Window = tuple[datetime, datetime | None]  # [from, until); until None: open-ended
+
+
+@dataclass(frozen=True)
+class EntitlementTerms:
+    """What the configuration needs to know of one entitlement (a row of `entitlements`)."""
+
+    code: str
+    source: str
+    state: str
+    enabled: bool
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+def counts(terms: EntitlementTerms) -> bool:
+    """Whether the entitlement is part of the car's configuration: delivering or active,
+    switched on by its owner, and a window that is not empty (an option ended before it
+    started). A switched-off entitlement leaves a gap: the feature is off there unless
+    another entitlement covers it."""
+    return (
+        terms.state in COUNTING_STATES
+        and terms.enabled
+        and (terms.valid_until is None or terms.valid_until > terms.valid_from)
+    )
+
+
+def counting_windows(entitlements: Iterable[EntitlementTerms]) -> list[OtaEntitlement]:
+    """The windows the car's configuration is computed from (`caas.ota.rules.feature_states`
+    merges the overlapping and touching ones per feature)."""
+    return [
+        OtaEntitlement(terms.code, terms.valid_from, terms.valid_until, terms.source)
+        for terms in entitlements
+        if counts(terms)
+    ]
+
+
+def merge_windows(windows: Iterable[Window]) -> list[Window]:
+    """Overlapping and touching windows merged into one (a window bought to start where the
+    current one ends chains it); sorted, disjoint, with gaps between them."""
+    merged: list[Window] = []
+    for start, end in sorted(windows, key=lambda window: window[0]):
+        if merged:
+            last_start, last_end = merged[-1]
+            if last_end is None or start <= last_end:
+                if last_end is not None and (end is None or end > last_end):
+                    merged[-1] = (last_start, end)
+                continue
+        merged.append((start, end))
+    return merged
+
+
+def covering_window(windows: Iterable[Window], at: datetime) -> Window | None:
+    """The merged window that contains `at` (from <= at < until), or None."""
+    for start, end in merge_windows(windows):
+        if start <= at and (end is None or at < end):
+            return start, end
+    return None
