@@ -146,7 +146,7 @@ def _end_windows(
             Entitlement.code,
             Entitlement.valid_until,
         )
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session="fetch")
     ).all()
     for row in ended:
         record(
