@@ -472,3 +472,104 @@ def sim_vehicles(
     )
     screens = create_app(fleet, run_fleet=True, telemetry_seconds=telemetry_seconds)
     uvicorn.run(screens, host=host, port=port, log_config=None)
+
+
+bench_app = typer.Typer(
+    help="Benchmarks of the connected car: figures beside a baseline of the same run, never "
+    "pass/fail. Each starts what it needs (embedded PostgreSQL and a private broker, or "
+    "CAAS_DATABASE_URL's server and CAAS_MQTT_URL's broker) and cleans up after itself.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+BenchCars = Annotated[int, typer.Option(min=1, max=5000, help="Simulated cars.")]
+BenchJson = Annotated[
+    bool, typer.Option("--json", help="The last line printed is the result as one JSON object.")
+]
+
+
+def _bench_settings() -> None:
+    from caas.core.logging import configure_logging
+
+    with _startup_checks():
+        _settings()
+    configure_logging("console", "WARNING")  # the progress bar and the figures, not every step
+
+
+@bench_app.command("ota")
+def bench_ota(
+    cars: BenchCars = 200,
+    changes: Annotated[int, typer.Option(min=1, help="Configuration changes to make.")] = 400,
+    rate: Annotated[
+        float, typer.Option(min=0.1, help="Changes a second, one car after the other.")
+    ] = 50.0,
+    json_output: BenchJson = False,
+) -> None:
+    """From the commit of a configuration change to the car's `applied` stored: p50/p95/p99,
+    beside a raw MQTT QoS 1 round trip platform -> car -> platform on the same broker."""
+    from caas.bench import ota
+    from caas.bench.report import Reporter, figures_table, ota_rows, print_json, print_table
+
+    _bench_settings()
+    with _startup_checks(), Reporter.on_stderr() as reporter:
+        result = ota.run(cars, changes, rate=rate, reporter=reporter).as_json()
+    if json_output:
+        print_json(result)
+    else:
+        print_table(figures_table("caas bench ota", ota_rows(result)))
+
+
+@bench_app.command("telemetry")
+def bench_telemetry(
+    cars: BenchCars = 200,
+    seconds: Annotated[float, typer.Option(min=0.5, help="How long the cars send.")] = 10.0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Samples a second per car; 0: as fast as it can.")
+    ] = 0.0,
+    json_output: BenchJson = False,
+) -> None:
+    """Telemetry rows stored per second beside what a bare subscriber receives per second."""
+    from caas.bench import telemetry
+    from caas.bench.report import Reporter, figures_table, print_json, print_table, telemetry_rows
+
+    _bench_settings()
+    with _startup_checks(), Reporter.on_stderr() as reporter:
+        result = telemetry.run(cars, seconds, rate=rate, reporter=reporter).as_json()
+    if json_output:
+        print_json(result)
+    else:
+        print_table(figures_table("caas bench telemetry", telemetry_rows(result)))
+
+
+@bench_app.command("all")
+def bench_all(
+    cars: BenchCars = 100,
+    changes: Annotated[int, typer.Option(min=1, help="Configuration changes to make.")] = 200,
+    seconds: Annotated[float, typer.Option(min=0.5, help="How long the cars send.")] = 5.0,
+    out: Annotated[
+        Path, typer.Option(dir_okay=False, help="Where both results are written as JSON.")
+    ] = Path("bench/results/latest.json"),
+) -> None:
+    """Both benchmarks with modest sizes (`make bench`): one table, and the results in `out`."""
+    import json
+    from datetime import UTC, datetime
+
+    from caas.bench import ota, telemetry
+    from caas.bench.report import Reporter, figures_table, ota_rows, print_table, telemetry_rows
+
+    _bench_settings()
+    with _startup_checks(), Reporter.on_stderr() as reporter:
+        ota_result = ota.run(cars, changes, rate=50.0, reporter=reporter).as_json()
+    with _startup_checks(), Reporter.on_stderr() as reporter:
+        telemetry_result = telemetry.run(cars, seconds, rate=0.0, reporter=reporter).as_json()
+    rows = [(f"ota: {name}", value, what) for name, value, what in ota_rows(ota_result)]
+    rows += [
+        (f"telemetry: {name}", value, what)
+        for name, value, what in telemetry_rows(telemetry_result)
+    ]
+    print_table(figures_table("caas bench all", rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    results = {"measured_at": measured_at, "ota": ota_result, "telemetry": telemetry_result}
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    _stderr().print(f"Results written to {out}")

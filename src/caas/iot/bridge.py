@@ -154,6 +154,7 @@ class Bridge:
         self.batch_seconds = batch_seconds
         self.publish_timeout = publish_timeout
         self.reconnect_seconds = reconnect_seconds
+        self.telemetry_per_second = telemetry_per_second
         self.connected = threading.Event()
         self.counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()

@@ -1,0 +1,131 @@
+"""How the benchmarks show themselves: progress on stderr, figures in tables, one JSON line.
+
+Progress goes to stderr, so with `--json` the last line on stdout is the JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+
+class Reporter:
+    """A benchmark's progress: the phase it is in, and a bar for counted work."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self._progress = progress
+        self._phase = progress.add_task("starting", total=None) if progress else None
+
+    @classmethod
+    @contextmanager
+    def on_stderr(cls) -> Iterator[Reporter]:
+        console = Console(stderr=True)
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            yield cls(progress)
+
+    def phase(self, text: str) -> None:
+        if self._progress is not None and self._phase is not None:
+            self._progress.update(self._phase, description=text)
+
+    def track(self, total: int, text: str) -> Callable[[], None]:
+        """A bar of `total` steps; call the result once per step."""
+        if self._progress is None:
+            return lambda: None
+        self.phase(text)
+        progress, task = self._progress, self._progress.add_task(text, total=total)
+        return lambda: progress.advance(task)
+
+
+def print_json(result: dict[str, Any]) -> None:
+    """The result as the last line on stdout."""
+    print(json.dumps(result), flush=True)
+
+
+def figures_table(title: str, rows: list[tuple[str, str, str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("Measure", style="bold")
+    table.add_column("Value", justify="right")
+    table.add_column("What it is")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def ota_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "cars / changes",
+            f"{result['cars']} / {result['changes']}",
+            f"{result['rate_per_s']:g} changes a second, broker: {result['broker']}",
+        ),
+        (
+            "p50 / p95 / p99",
+            _ms(result, "p50_ms", "p95_ms", "p99_ms"),
+            "commit of the change -> car's applied stored",
+        ),
+        (
+            "max",
+            f"{result['max_ms']:.1f} ms",
+            f"{result['applied']} of {result['changes']} applied",
+        ),
+        (
+            "baseline p50 / p95 / p99",
+            _ms(result, "baseline_p50_ms", "baseline_p95_ms", "baseline_p99_ms"),
+            "raw MQTT QoS 1 platform -> car -> platform",
+        ),
+        ("ratio p99", f"{result['ratio_p99']:g}x", "p99 / baseline p99"),
+        (
+            "fleet-wide change",
+            f"{result['fleet_wide_ms']:.1f} ms",
+            f"all cars in one commit, until the last applied "
+            f"(p50 {result['fleet_wide_p50_ms']:.1f} ms)",
+        ),
+    ]
+
+
+def telemetry_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "cars / seconds",
+            f"{result['cars']} / {result['seconds']:g}",
+            f"broker: {result['broker']}; "
+            f"at most {result['throttle_per_car_per_s']:g}/s a car stored",
+        ),
+        (
+            "offered",
+            f"{result['offered_per_s']:,.0f}/s",
+            f"{result['offered']:,} samples the cars sent",
+        ),
+        (
+            "baseline",
+            f"{result['baseline_per_s']:,.0f}/s",
+            f"{result['baseline_received']:,} received by a bare subscriber",
+        ),
+        (
+            "bridge received",
+            f"{result['received']:,}",
+            f"throttled {result['throttled']:,}, backlog dropped {result['backlog_dropped']:,}",
+        ),
+        ("stored", f"{result['stored_per_s']:,.0f}/s", f"{result['stored']:,} rows in PostgreSQL"),
+        ("ratio", f"{result['ratio']:.3f}", "stored / baseline"),
+    ]
+
+
+def _ms(result: dict[str, Any], *keys: str) -> str:
+    return " / ".join(f"{result[key]:.1f}" for key in keys) + " ms"
+
+
+def print_table(table: Table) -> None:
+    Console(highlight=False).print(table)
