@@ -44,7 +44,7 @@ def offers_for(
     if active_only:
         query = query.where(Offer.active.is_(True))
     offers = list(session.scalars(query))
-    offers.sort(key=_offer_order)
+    offers.sort(key=offer_order)
     return offers
 
 
@@ -53,7 +53,7 @@ def offers_of_features(session: Session, feature_ids: Sequence[int]) -> list[Off
     if not feature_ids:
         return []
     offers = list(session.scalars(select(Offer).where(Offer.feature_id.in_(feature_ids))))
-    offers.sort(key=lambda offer: (offer.country, *_offer_order(offer)))
+    offers.sort(key=lambda offer: (offer.country, *offer_order(offer)))
     return offers
 
 
@@ -72,7 +72,8 @@ def feature_text(feature: Feature, language: str) -> tuple[str, str]:
     return catalog.feature_text(feature, language)
 
 
-def _offer_order(offer: Offer) -> tuple[int, int, int]:
+def offer_order(offer: Offer) -> tuple[int, int, int]:
+    """Sort key: by feature, then kind and duration in the order of `rules`."""
     kind = rules.OFFER_KINDS.index(offer.kind) if offer.kind in rules.OFFER_KINDS else 99
     durations = rules.DURATIONS.get(offer.kind, ("",))
     duration = durations.index(offer.duration) if offer.duration in durations else 99
