@@ -320,21 +320,23 @@ def owned_options(session: Session, vehicle: Vehicle, *, at: datetime) -> list[O
         )
         .order_by(Entitlement.valid_from, Entitlement.code, Entitlement.id)
     )
-    return [
-        OwnedOption(
-            entitlement_id=entitlement.id,
-            code=entitlement.code,
-            source=entitlement.source,
-            state=entitlement.state,
-            enabled=entitlement.enabled,
-            valid_from=entitlement.valid_from,
-            valid_until=entitlement.valid_until,
-            purchase_id=entitlement.purchase_id,
-            subscription_id=entitlement.subscription_id,
-            switchable=switch_refusal(entitlement, now=at) is None,
-        )
-        for entitlement in session.scalars(query)
-    ]
+    return [option_of(entitlement, at=at) for entitlement in session.scalars(query)]
+
+
+def option_of(entitlement: Entitlement, *, at: datetime) -> OwnedOption:
+    """The entitlement as the owner sees it at `at`."""
+    return OwnedOption(
+        entitlement_id=entitlement.id,
+        code=entitlement.code,
+        source=entitlement.source,
+        state=entitlement.state,
+        enabled=entitlement.enabled,
+        valid_from=entitlement.valid_from,
+        valid_until=entitlement.valid_until,
+        purchase_id=entitlement.purchase_id,
+        subscription_id=entitlement.subscription_id,
+        switchable=switch_refusal(entitlement, now=at) is None,
+    )
 
 
 def switch_refusal(entitlement: Entitlement, *, now: datetime) -> Conflict | None:
