@@ -1,10 +1,20 @@
 """The demo's cars: every car the factory has built runs as a simulated vehicle agent on the
 demo's broker, and its screen is served with the others'.
 
-The demo plays the factory's last step: a car found in the database gets a fresh broker password
-(`caas.iot.service.rotate_car_password`; the worker gives it to the broker) and the maker's root
-public key pinned, then connects and lives: its clock ticks (features switch on and off on
-time) and it sends telemetry. Cars born while the demo runs join within `poll_seconds`.
+Two kinds of car, by how they got their broker password:
+
+- **Born through the factory** (an order placed while the demo runs): at birth the platform
+  hands the factory the car's provisioning bundle (`caas.factory.jobs.send_provisioning`) and
+  keeps only the password's hash; the car starts as the factory flashed it
+  (`caas_sim.vehicle.fleet.car_from_factory`): its own key pair, the bundle's password, broker
+  and pinned root key. It joins once the factory has the bundle.
+- **Older cars** (the demo's seed data, recorded without a factory, or before bundles existed):
+  nobody holds their password, so the demo plays the end of line for them: a fresh broker
+  password (`caas.iot.service.rotate_car_password`; the worker gives it to the broker), a new
+  key pair and the root public key pinned.
+
+Then each car connects and lives: its clock ticks (features switch on and off on time) and it
+sends telemetry. Cars born while the demo runs join within `poll_seconds`.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiomqtt
 import structlog
@@ -30,7 +40,7 @@ from caas.vehicles.models import Vehicle
 from caas.vehicles.twin import fitted_hardware
 from caas_sim.vehicle import screen
 from caas_sim.vehicle.agent import BrokerEndpoint, CarIdentity, VehicleAgent
-from caas_sim.vehicle.fleet import Fleet
+from caas_sim.vehicle.fleet import Fleet, car_from_factory
 
 log = structlog.get_logger(__name__)
 
@@ -50,10 +60,10 @@ class GrowingFleet(Fleet):
 @dataclass(frozen=True)
 class _NewCar:
     vin: str
-    password: str
     model: str
     hardware: tuple[str, ...]
     software_version: str
+    password: str | None  # a password the demo issued; None: flashed at the factory
 
 
 class DemoCars:
@@ -109,9 +119,9 @@ class DemoCars:
             if now >= next_poll:
                 next_poll = now + self.poll_seconds
                 try:
-                    for car in await asyncio.to_thread(self._new_cars):
-                        self.fleet.add(self._agent(car))
-                        log.info("demo.car_joined", vin=car.vin, model=car.model)
+                    for agent in await asyncio.to_thread(self._new_cars):
+                        self.fleet.add(agent)
+                        log.info("demo.car_joined", vin=agent.vin, model=agent.model)
                 except Exception:  # the database may be busy or gone: try at the next poll
                     log.exception("demo.cars_poll_failed")
             self.fleet.tick()
@@ -120,8 +130,8 @@ class DemoCars:
                 await asyncio.gather(*(agent.send_telemetry() for agent in self.fleet))
             await asyncio.sleep(TICK_SECONDS)
 
-    def _new_cars(self) -> list[_NewCar]:
-        """Cars built since the last look, each with a fresh broker password (committed)."""
+    def _new_cars(self) -> list[VehicleAgent]:
+        """Cars built since the last look, ready to start (the demo's passwords committed)."""
         clock, settings = self.runtime.clock, self.runtime.settings
         with unit_of_work(self.runtime.sessions) as session:
             rows = session.execute(
@@ -133,31 +143,49 @@ class DemoCars:
             for vehicle, model in rows:
                 if vehicle.vin in self.fleet:
                     continue
-                issue = (
-                    rotate_car_password if find_credential(session, vehicle.vin) else provision_car
-                )
-                password = issue(session, vin=vehicle.vin, now=clock.now(), settings=settings)
+                credential = find_credential(session, vehicle.vin)
+                if credential is not None and credential.bundle_secret is not None:
+                    continue  # born at the factory: joins once the factory has its bundle
+                password = None
+                if credential is None or credential.bundle_delivered_at is None:
+                    issue = rotate_car_password if credential is not None else provision_car
+                    password = issue(session, vin=vehicle.vin, now=clock.now(), settings=settings)
                 cars.append(
                     _NewCar(
                         vin=vehicle.vin,
-                        password=password,
                         model=model,
                         hardware=tuple(sorted(fitted_hardware(session, vehicle))),
                         software_version=vehicle.software_version,
+                        password=password,
                     )
                 )
-            return cars
+        agents = []
+        for car in cars:
+            agent = self._agent(car)
+            if agent is not None:
+                agents.append(agent)
+        return agents
 
-    def _agent(self, car: _NewCar) -> VehicleAgent:
-        identity = CarIdentity(
-            vin=car.vin,
-            password=car.password,
-            private_key=Ed25519PrivateKey.generate(),
-            root_public_key=self.root_public_key,
-        )
+    def _agent(self, car: _NewCar) -> VehicleAgent | None:
+        if car.password is None:
+            flashed = car_from_factory(self.runtime.settings.factory_url, car.vin)
+            if flashed is None:
+                log.warning("demo.car_not_flashed", vin=car.vin)
+                return None
+            identity = flashed.identity
+            # The bundle's broker is this demo's; its MQTT version is known here already.
+            endpoint = replace(flashed.broker, protocol=self.endpoint.protocol)
+        else:
+            identity = CarIdentity(
+                vin=car.vin,
+                password=car.password,
+                private_key=Ed25519PrivateKey.generate(),
+                root_public_key=self.root_public_key,
+            )
+            endpoint = self.endpoint
         return VehicleAgent(
             identity,
-            self.endpoint,
+            endpoint,
             hardware=car.hardware,
             software_version=car.software_version,
             model=car.model,

@@ -109,8 +109,9 @@ def born_car(
         actor=FACTORY,
         now=now,
     )
-    # The factory flashes the car's broker password; the one issued at birth is handed to the
-    # factory's caller, so the test takes a fresh one (the broker gets it from the worker).
+    # Born here without the factory (no stage event, so no provisioning bundle to flash): the
+    # test plays the end of line with a fresh password (the broker gets it from the worker).
+    # Cars born through the factory get theirs flashed: tests/factory/test_provisioning.py.
     password = rotate_car_password(session, vin=vin, now=now, settings=settings)
     customer = session.get_one(Customer, sale.customer_id)
     return Car(

@@ -16,6 +16,7 @@ from caas.core.history import Actor
 from caas.core.outbox import enqueue
 from caas.factory.models import FactoryEvent
 from caas.factory.rules import stage_decision
+from caas.iot import service as iot
 from caas.protocol.factory import FactoryOrderAck, StageEvent
 from caas.sales import service as sales
 from caas.sales.models import Sale
@@ -24,6 +25,7 @@ from caas.vehicles import service as vehicles
 log = structlog.get_logger(__name__)
 
 PLACE_ORDER_TOPIC = "factory.place_order"
+PROVISION_CAR_TOPIC = "factory.provision_car"
 FACTORY = Actor(kind="factory", label="factory")
 
 EventOutcome = Literal["applied", "duplicate", "ignored"]
@@ -152,6 +154,21 @@ def _car_born(
         software_version=platform.software_version,
         built_at=event.occurred_at,
         actor=FACTORY,
+        now=now,
+    )
+    queue_provisioning(session, vin=vin, now=now)
+
+
+def queue_provisioning(session: Session, *, vin: str, now: datetime) -> None:
+    """The born car's provisioning bundle goes to the factory's end of line (after commit, by
+    the relay, retried while the factory is down): the password issued at birth stays sealed
+    until then (`caas.iot.service.seal_for_factory`)."""
+    iot.seal_for_factory(session, vin=vin, now=now)
+    enqueue(
+        session,
+        topic=PROVISION_CAR_TOPIC,
+        payload={"vin": vin},
+        dedupe_key=f"{PROVISION_CAR_TOPIC}:{vin}",
         now=now,
     )
 

@@ -14,6 +14,11 @@ rest in the database. The least bad way found:
 
 Giving the password to the broker in the request's own transaction would be simpler but would
 make the factory's event wait for the broker and lose the change when the broker is down.
+
+The car gets the birth password the same way: a car born at the factory has it sealed once
+more (`bundle_secret`, `seal_for_factory`) for the factory's end of line; the factory's job
+(`caas.factory.jobs.send_provisioning`) hands the factory the car's provisioning bundle and
+wipes that copy (`bundle_delivered`). Once both are done, only the hash is left.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ def rotate_car_password(
     credential.pending_secret = seal(settings or get_settings(), password)
     credential.generation += 1
     credential.rotated_at = now
+    if credential.bundle_secret is not None:  # the factory has not flashed the old one yet
+        credential.bundle_secret = credential.pending_secret
     session.flush()
     _queue_delivery(session, credential, now)
     record(
@@ -147,6 +154,56 @@ def take_pending_password(
     if credential is None or credential.pending_secret is None:
         return None
     return credential, unseal(settings, credential.pending_secret)
+
+
+def seal_for_factory(
+    session: Session, *, vin: str, now: datetime, settings: Settings | None = None
+) -> BrokerCredential:
+    """Keep the car's new password sealed for the factory's end of line too (in the transaction
+    that issued it, while the broker's copy still waits); the caller queues the bundle."""
+    credential = find_credential(session, vin, lock=True)
+    if credential is None or credential.pending_secret is None:
+        raise Conflict(
+            "this car has no new broker password to hand to the factory",
+            code="iot.no_password_for_factory",
+        )
+    password = unseal(settings or get_settings(), credential.pending_secret)
+    credential.bundle_secret = seal(settings or get_settings(), password)
+    record(
+        session,
+        at=now,
+        actor=ACTOR,
+        subject_type="broker_credential",
+        subject_id=credential.id,
+        event="car.provisioning_queued",
+        details={"vin": vin},
+    )
+    return credential
+
+
+def take_bundle_password(
+    session: Session, *, vin: str, settings: Settings
+) -> tuple[BrokerCredential, str] | None:
+    """The car's password waiting for the factory, with its row locked; None when none waits."""
+    credential = find_credential(session, vin, lock=True)
+    if credential is None or credential.bundle_secret is None:
+        return None
+    return credential, unseal(settings, credential.bundle_secret)
+
+
+def bundle_delivered(session: Session, credential: BrokerCredential, *, now: datetime) -> None:
+    """The factory has flashed the car's bundle: the platform's copy of the password is wiped."""
+    credential.bundle_secret = None
+    credential.bundle_delivered_at = now
+    record(
+        session,
+        at=now,
+        actor=ACTOR,
+        subject_type="broker_credential",
+        subject_id=credential.id,
+        event="car.provisioning_flashed",
+        details={"vin": credential.vin, "generation": credential.generation},
+    )
 
 
 def password_delivered(credential: BrokerCredential, *, now: datetime) -> None:

@@ -20,6 +20,15 @@ Two directions, both JSON over HTTPS:
 The car is produced at the `assembly` stage (`PRODUCTION_STAGE`): from that event on every
 event carries the car's VIN (ISO 3779, valid check digit) and the Ed25519 public key of the
 key pair generated inside the car (raw 32 bytes, base64). The private key never leaves the car.
+
+* **Platform -> factory, end of line.** Once the car is born, the platform gives the factory the
+  car's provisioning bundle to flash into it: `PUT /v1/cars/{vin}/provisioning`
+  (`provisioning_path`) with a `CarProvisioning` (its broker account and password, the
+  broker's address and the maker's root public key to pin), API key as above. Idempotent: the
+  same bundle again answers `200` as the first time; a newer one (a rotated password) replaces
+  it. `404` when the factory built no car with this VIN, `422` for a malformed bundle or a VIN
+  that does not match the path. The factory flashes it and keeps no copy the platform needs:
+  the platform wipes its own copy of the password once the factory answered 2xx.
 """
 
 from __future__ import annotations
@@ -30,7 +39,14 @@ from datetime import datetime
 from typing import Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from caas.protocol import vin as vin_rules
 
@@ -58,6 +74,13 @@ PRODUCTION_STAGE: Stage = "assembly"
 OrderStatus = Literal["received", Stage]
 
 PUBLIC_KEY_BYTES = 32
+PROVISIONING_PATH = f"/{API_VERSION}/cars/{{vin}}/provisioning"
+
+
+def provisioning_path(vin: str) -> str:
+    """Where the platform PUTs a car's provisioning bundle."""
+    return PROVISIONING_PATH.format(vin=vin)
+
 
 _ORDER_ID = Field(
     min_length=1,
@@ -213,3 +236,62 @@ class StageEvent(BaseModel):
         if not has_car(self.stage) and any(carries):
             raise ValueError(f"the car is built at {PRODUCTION_STAGE}: no vin before it")
         return self
+
+
+class CarProvisioning(BaseModel):
+    """What the factory flashes into a car at the end of the line: its account on the maker's
+    IoT network and the key it trusts. The password exists in clear only here, on its way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vin: str = Field(
+        description="The car's VIN (ISO 3779, check digit in position 9)",
+        examples=["VCAAURA02TM000001"],
+    )
+    mqtt_username: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The car's broker account (and client id): its VIN",
+        examples=["VCAAURA02TM000001"],
+    )
+    mqtt_password: str = Field(
+        min_length=16,
+        max_length=200,
+        repr=False,
+        description="The car's broker password, made at its birth; the platform keeps only a hash",
+    )
+    broker_url: str = Field(
+        max_length=300,
+        pattern=r"^mqtts?://[^/@\s]+$",
+        description="Where the car connects: `mqtt://host:port` (or `mqtts://`), no credentials",
+        examples=["mqtt://iot.caas.example:1883"],
+    )
+    root_public_key: str = Field(
+        description=f"The maker's root Ed25519 public key to pin (raw {PUBLIC_KEY_BYTES} bytes, "
+        "base64): every manifest must be certified by it",
+        examples=["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+    )
+
+    @field_validator("vin")
+    @classmethod
+    def _vin(cls, value: str) -> str:
+        return vin_rules.validate(value)
+
+    @field_validator("root_public_key")
+    @classmethod
+    def _root_key(cls, value: str) -> str:
+        decode_public_key(value)
+        return value
+
+    @model_validator(mode="after")
+    def _account_is_the_vin(self) -> CarProvisioning:
+        if self.mqtt_username != self.vin:
+            raise ValueError("mqtt_username must be the car's VIN")
+        return self
+
+
+class CarProvisioned(BaseModel):
+    """The factory's answer to a provisioning bundle: flashed into the car."""
+
+    vin: str = Field(description="The car's VIN", examples=["VCAAURA02TM000001"])
+    flashed: bool = Field(description="Always true: the car carries this bundle now")

@@ -20,6 +20,8 @@ from caas.protocol.factory import (
     API_KEY_HEADER,
     API_VERSION,
     IDEMPOTENCY_HEADER,
+    CarProvisioned,
+    CarProvisioning,
     FactoryError,
     FactoryOrderAck,
     FactoryOrderCreate,
@@ -27,7 +29,14 @@ from caas.protocol.factory import (
     StageEvent,
 )
 from caas_sim.factory.delivery import WebhookSender
-from caas_sim.factory.floor import FactoryFloor, NoMoreStages, OrderConflict, SimOrder, utc_now
+from caas_sim.factory.floor import (
+    FactoryFloor,
+    FlashedCar,
+    NoMoreStages,
+    OrderConflict,
+    SimOrder,
+    utc_now,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -223,6 +232,20 @@ def create_app(
     async def read_order(order_id: str) -> FactoryOrderRead:
         return _order(order_id).read()
 
+    @v1.put(
+        "/cars/{vin}/provisioning",
+        response_model=CarProvisioned,
+        summary="Flash the platform's provisioning bundle into a car built here",
+        responses=errors,
+    )
+    async def provision_car(vin: str, body: CarProvisioning) -> CarProvisioned:
+        if body.vin != vin:
+            raise FactoryApiError(422, "provisioning.vin_mismatch", "the bundle is for another car")
+        if not floor.flash(body):
+            raise FactoryApiError(404, "car.not_found", f"no car {vin} was built here")
+        log.info("factory_sim.car_provisioned", vin=vin)
+        return CarProvisioned(vin=vin, flashed=True)
+
     app.include_router(v1)
 
     sim = APIRouter(prefix="/sim", tags=["simulator only"])
@@ -284,6 +307,23 @@ def create_app(
         if car is None:
             raise FactoryApiError(404, "car.not_found", f"no car {vin} was built here")
         return CarKey(vin=car.vin, public_key=car.public_key, private_key=car.private_key)
+
+    @sim.get(
+        "/cars/{vin}",
+        response_model=FlashedCar,
+        summary="SIMULATOR ONLY: everything flashed into a car (for the vehicle simulator)",
+        responses={404: {"model": FactoryError}},
+    )
+    async def flashed_car(vin: str) -> FlashedCar:
+        car = floor.car(vin)
+        if car is None:
+            raise FactoryApiError(404, "car.not_found", f"no car {vin} was built here")
+        return FlashedCar(
+            vin=car.vin,
+            public_key=car.public_key,
+            private_key=car.private_key,
+            provisioning=car.provisioning,
+        )
 
     app.include_router(sim)
     return app

@@ -25,6 +25,7 @@ from caas.protocol import vin as vin_rules
 from caas.protocol.factory import (
     PRODUCTION_STAGE,
     STAGES,
+    CarProvisioning,
     FactoryOrderAck,
     FactoryOrderCreate,
     FactoryOrderRead,
@@ -52,6 +53,24 @@ class BuiltCar(BaseModel):
     vin: str
     public_key: str = Field(description="Ed25519, raw 32 bytes, base64")
     private_key: str = Field(description="Ed25519, raw 32 bytes, base64 (simulator only)")
+    provisioning: CarProvisioning | None = Field(
+        default=None,
+        description="The bundle the platform sent for the car, flashed into it at the end of "
+        "the line (None until the platform sends it)",
+    )
+
+
+class FlashedCar(BaseModel):
+    """Simulator only: everything the factory put into a car, for the vehicle simulator to
+    start it as built (its key pair, and the platform's provisioning bundle once sent)."""
+
+    vin: str
+    public_key: str = Field(description="Ed25519, raw 32 bytes, base64")
+    private_key: str = Field(description="Ed25519, raw 32 bytes, base64: lives in the car")
+    provisioning: CarProvisioning | None = Field(
+        description="Broker account, password, broker address and pinned root key; null until "
+        "the platform sent the car's bundle"
+    )
 
 
 class OwedEvent(BaseModel):
@@ -197,6 +216,17 @@ class FactoryFloor:
         )
         self.save()
         return owed
+
+    def flash(self, bundle: CarProvisioning) -> bool:
+        """Flash the platform's bundle into the car it names; False when no such car was built
+        here. The same bundle again changes nothing; a newer one replaces it."""
+        car = self.car(bundle.vin)
+        if car is None:
+            return False
+        if car.provisioning != bundle:
+            car.provisioning = bundle
+            self.save()
+        return True
 
     def car(self, vin: str) -> BuiltCar | None:
         for order in self.state.orders.values():

@@ -13,17 +13,21 @@ root public key pinned at production (base64 of the raw 32 bytes, as in `root.pu
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from caas.protocol.manifest import load_public_key_b64, private_key_from_pem
 from caas.protocol.mqtt import SoftwareVersion, Vin
+from caas_sim.factory.floor import FlashedCar as FlashedCarRead
 from caas_sim.vehicle.agent import (
     BrokerEndpoint,
     CarIdentity,
@@ -78,6 +82,43 @@ class ProvisionedCar(BaseModel):
             private_key=private_key_from_pem(self.private_key_pem.encode()),
             root_public_key=load_public_key_b64(self.root_public_key),
         )
+
+
+# The factory simulator's view of a car it built (`caas_sim.factory.app`, simulator only).
+FLASHED_CAR_PATH = "/sim/cars/{vin}"
+
+
+@dataclass(frozen=True)
+class FlashedCar:
+    """A car as the factory flashed it at the end of its line: ready to connect."""
+
+    identity: CarIdentity
+    broker: BrokerEndpoint
+
+
+def car_from_factory(factory_url: str, vin: str, *, timeout: float = 5.0) -> FlashedCar | None:
+    """The car `vin` as the factory simulator built and flashed it: its own key pair, and the
+    platform's provisioning bundle (broker account and password, broker address, pinned root
+    key). None while the factory has no bundle for it (or never built it); httpx.HTTPError
+    when the factory cannot be asked."""
+    response = httpx.get(
+        factory_url.rstrip("/") + FLASHED_CAR_PATH.format(vin=vin), timeout=timeout
+    )
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    built = FlashedCarRead.model_validate_json(response.content)
+    bundle = built.provisioning
+    if bundle is None:
+        return None
+    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(built.private_key))
+    identity = CarIdentity(
+        vin=bundle.vin,
+        password=bundle.mqtt_password,
+        private_key=private,
+        root_public_key=load_public_key_b64(bundle.root_public_key),
+    )
+    return FlashedCar(identity, BrokerEndpoint.from_url(bundle.broker_url))
 
 
 class FleetFile(BaseModel):
