@@ -15,8 +15,8 @@ from caas.notifications.api import router as notifications_router
 from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
-from caas.store.options_api import router as options_router
 from caas.store.offers_api import router as offers_router
+from caas.store.options_api import router as options_router
 from caas.vehicles.api import router as twin_router
 from caas.vehicles.keys_api import router as phone_keys_router
 from caas.web.site import include_web
