@@ -15,6 +15,7 @@ from caas.notifications.api import router as notifications_router
 from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
+from caas.store.api import router as store_router
 from caas.store.offers_api import router as offers_router
 from caas.store.options_api import router as options_router
 from caas.vehicles.api import router as twin_router
@@ -37,5 +38,6 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(catalog_router)
     app.include_router(maintenance_router)
     app.include_router(files_router)
+    app.include_router(store_router)
     app.include_router(options_router)
     app.include_router(offers_router)

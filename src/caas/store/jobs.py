@@ -13,9 +13,9 @@ from caas.core.settings import Settings
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
     """Every store topic with the function that delivers it."""
-    from caas.store import sweep
+    from caas.store import purchases, sweep
 
-    del settings
     topics: dict[str, Handler] = {}
     topics.update(sweep.handlers(clock))
+    topics.update(purchases.handlers(settings, clock))
     return topics
