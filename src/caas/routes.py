@@ -18,6 +18,7 @@ from caas.sales.api import router as sales_router
 from caas.store.api import router as store_router
 from caas.store.offers_api import router as offers_router
 from caas.store.options_api import router as options_router
+from caas.store.time_api import router as store_time_router
 from caas.vehicles.api import router as twin_router
 from caas.vehicles.keys_api import router as phone_keys_router
 from caas.web.site import include_web
@@ -41,3 +42,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(store_router)
     app.include_router(options_router)
     app.include_router(offers_router)
+    app.include_router(store_time_router)

@@ -186,6 +186,11 @@ class Sandbox:
         self.tokens[token] = _Token(summary, TEST_CARDS.get(number, Behaviour.SUCCEEDS))
         return CardToken(id=token, card=summary)
 
+    def change_card(self, token: str, number: str) -> None:
+        """From now on the card behind `token` behaves as the test card `number`: a card that
+        paid the first period and is declined at renewal (tests of what happens over time)."""
+        self.tokens[token].behaviour = TEST_CARDS.get(number, Behaviour.SUCCEEDS)
+
     async def authorise(self, request: AuthorizationCreate) -> Outcome:
         token = self.tokens.get(request.token)
         if token is None:
