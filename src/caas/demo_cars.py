@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiomqtt
 import structlog
@@ -173,8 +173,12 @@ class DemoCars:
                 log.warning("demo.car_not_flashed", vin=car.vin)
                 return None
             identity = flashed.identity
-            # The bundle's broker is this demo's; its MQTT version is known here already.
-            endpoint = replace(flashed.broker, protocol=self.endpoint.protocol)
+            # A real broker keeps its address; the demo's listens on a new port at every start,
+            # so a car flashed in an earlier run is pointed at today's (same accounts, kept in
+            # the demo's data directory).
+            endpoint = self.endpoint
+            if (flashed.broker.host, flashed.broker.port) != (endpoint.host, endpoint.port):
+                log.info("demo.car_broker_moved", vin=car.vin, flashed=flashed.broker.port)
         else:
             identity = CarIdentity(
                 vin=car.vin,
