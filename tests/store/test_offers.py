@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from caas.catalog.models import Country, Feature, Platform
+from caas.catalog.models import Country, Feature, FeaturePrice, Platform
 from caas.core.clock import FixedClock
 from caas.core.errors import NotFound
 from caas.core.history import subject_history
 from caas.core.settings import Settings
-from caas.seed import PLATFORM_FEATURES
+from caas.seed import PLATFORM_FEATURES, load_demo_data, load_reference_data
 from caas.store import offers, rules
 from caas.store.models import Offer
 from tests.files.customers import login, sold_customer
@@ -109,6 +109,26 @@ def test_store_prices_scale_per_country_in_whole_euros_or_sensible_cents(db: Ses
     per_km = feature(db, "CIRRUS", "motorway_autopilot")
     (metered,) = [o for o in offers.offers_for(db, [per_km.id], "ES") if o.kind == "metered"]
     assert (metered.unit, metered.net_minor) == ("km", 5)
+
+
+def test_loading_the_seed_again_adds_nothing(db: Session, clock: FixedClock) -> None:
+    def counts() -> tuple[int | None, ...]:
+        return tuple(
+            db.scalar(select(func.count()).select_from(table))
+            for table in (Country, Platform, Feature, FeaturePrice, Offer)
+        )
+
+    before = counts()
+    load_demo_data(db, now=clock.now())
+    assert counts() == before
+
+
+def test_offers_missing_from_an_older_catalog_are_added(db: Session, clock: FixedClock) -> None:
+    db.execute(delete(Offer))
+    load_reference_data(db, now=clock.now())
+    # Ten ways to buy each of 13 features in 5 countries (not the autopilot in Portugal), plus
+    # the power boost per hour (3 platforms, 5 countries) and the autopilot per km (4).
+    assert db.scalar(select(func.count()).select_from(Offer)) == 10 * (13 * 5 - 1) + 3 * 5 + 4
 
 
 # --- reading -------------------------------------------------------------------------------
