@@ -541,6 +541,30 @@ def bench_telemetry(
         print_table(figures_table("caas bench telemetry", telemetry_rows(result)))
 
 
+@bench_app.command("scheduler")
+def bench_scheduler(
+    entitlements: Annotated[
+        int, typer.Option(min=1, help="Entitlements loaded, across N/5 cars.")
+    ] = 1_000_000,
+    json_output: BenchJson = False,
+) -> None:
+    """One day's window boundaries swept from N entitlements in PostgreSQL: seconds,
+    boundaries per second, peak memory (and where the time went)."""
+    import json
+
+    from caas.bench.scheduler import run_scheduler_bench
+
+    _bench_settings()
+    with _startup_checks():
+        result = run_scheduler_bench(
+            entitlements, progress=lambda step: print(step, file=sys.stderr)
+        )
+    for name, value in result.items():
+        print(f"{name:>24}  {value:,}")
+    if json_output:
+        print(json.dumps(result))
+
+
 @bench_app.command("all")
 def bench_all(
     cars: BenchCars = 100,
