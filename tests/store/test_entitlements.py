@@ -316,3 +316,21 @@ def test_only_the_owner_switches_and_only_options_that_can_be(
         "power_boost": "entitlement.not_switchable.delivering",
         "winter_traction": "entitlement.not_switchable.over",
     }
+
+
+def test_ending_a_revoked_or_delivering_option_only_cuts_its_window(
+    db: Session, delivered: Delivered, clock: FixedClock
+) -> None:
+    now = clock.now()
+    refunded = give(db, delivered, "power_boost", now, now + DAY, state="delivering", now=now)
+    entitlements.revoke(db, refunded, reason="refunded", actor=SHOP, now=now)
+    on_its_way = give(db, delivered, "entertainment", now, now + DAY, state="delivering", now=now)
+    for entitlement in (refunded, on_its_way):
+        entitlements.end(db, entitlement, at=now, actor=SHOP, now=now)
+    assert [(e.state, e.valid_until) for e in (refunded, on_its_way)] == [
+        ("revoked", now),
+        ("delivering", now),
+    ]
+    assert "entertainment" not in [
+        w.code for w in entitlements.car_entitlements(db, delivered.vehicle)
+    ]

@@ -171,9 +171,11 @@ def grant(
         session.add(entitlement)
         session.flush()
     _record(session, entitlement, "entitlement.granted", actor=actor, now=now, from_state=None)
+    from caas.store.reminders import start_reminding
     from caas.store.sweep import start_sweeping
 
     start_sweeping(session, now=now)
+    start_reminding(session, now=now)  # trials' and renewals' reminders, and renewals
     return entitlement
 
 
@@ -221,7 +223,8 @@ def end(
     session: Session, entitlement: Entitlement, *, at: datetime, actor: Actor, now: datetime
 ) -> None:
     """Cut the window at `at` (never lengthens it; before its start the window is empty);
-    the entitlement is ended when `at` is not in the future."""
+    an active entitlement is ended when `at` is not in the future (a delivering one keeps
+    its state: its purchase settles it; a revoked one stays revoked)."""
     cut = max(at, entitlement.valid_from)
     if entitlement.valid_until is None or cut < entitlement.valid_until:
         previous = entitlement.valid_until
@@ -236,7 +239,7 @@ def end(
             from_state=entitlement.state,
             details={"previous_valid_until": previous.isoformat() if previous else None},
         )
-    if at <= now and entitlement.state != "ended":
+    if at <= now and entitlement.state == "active":
         _move(session, entitlement, "ended", actor=actor, now=now)
 
 
