@@ -42,6 +42,7 @@ NAV = {
     Role.CUSTOMER: (
         ("/portal/orders", "nav.my_orders"),
         ("/portal/cars", "nav.my_cars"),
+        ("/portal/store", "nav.store"),
         ("/portal/file", "nav.my_file"),
         ("/portal/notifications", "nav.notifications"),
     ),
