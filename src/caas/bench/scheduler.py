@@ -136,6 +136,7 @@ class StatementClock:
     def __init__(self, engine: Engine) -> None:
         self.count = 0
         self.seconds = 0.0
+        self.by_kind: dict[str, list[float]] = {}  # statement's start -> [count, seconds]
         self._started: list[float] = []
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
@@ -143,9 +144,21 @@ class StatementClock:
     def _before(self, *_: Any) -> None:
         self._started.append(time.perf_counter())
 
-    def _after(self, *_: Any) -> None:
+    def _after(self, _connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        took = time.perf_counter() - self._started.pop()
         self.count += 1
-        self.seconds += time.perf_counter() - self._started.pop()
+        self.seconds += took
+        kind = self.by_kind.setdefault(" ".join(statement.split())[:70], [0, 0.0])
+        kind[0] += 1
+        kind[1] += took
+
+    def slowest(self, count: int = 6) -> list[str]:
+        """The statements that took the most time altogether, as lines to print."""
+        ranked = sorted(self.by_kind.items(), key=lambda item: item[1][1], reverse=True)
+        return [
+            f"{seconds:8.2f} s {int(calls):7d} x {seconds / calls * 1000:6.2f} ms  {statement}"
+            for statement, (calls, seconds) in ranked[:count]
+        ]
 
 
 def _signing_seconds(sessions: Any, *, samples: int = 200) -> float:
@@ -225,6 +238,8 @@ def run_scheduler_bench(
         totals = _sweep_day(sessions, batch=batch, progress=progress)
         seconds = time.perf_counter() - started
         database_seconds, statement_count = statements.seconds, statements.count
+        for line in statements.slowest():
+            progress(line)
         signing = _signing_seconds(sessions) * totals["signed"]
         with unit_of_work(sessions) as session:
             stored = session.scalar(select(func.count()).select_from(Entitlement)) or 0
