@@ -67,8 +67,7 @@ def test_a_trial_ending_is_reminded_once_and_nothing_is_charged(
         customer_id=owner.customer.id,
         actor=owner.actor(),
         now=now,
-    )
-    reminders.start_reminding(db, now=now)
+    )  # granting starts the reminders' sweep
     db.commit()
     run_all_due(settings, sessions, clock, db)
     assert _told(db, owner, "trial.ending") == []

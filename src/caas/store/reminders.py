@@ -217,18 +217,21 @@ def _queue_run(session: Session, run: int, *, at: datetime, now: datetime) -> No
 
 def start_reminding(session: Session, *, now: datetime) -> None:
     """Queue the sweep's first run unless the chain has started; cheap, safe to call from
-    anywhere at any time (every subscription and trial needs it running)."""
+    anywhere at any time (every subscription and trial needs it running: `grant` calls it).
+    The first run comes `REMIND_EVERY` later, never on the way of the purchase that started
+    the chain; nothing it reminds of is that close."""
     started = session.scalar(select(SweepCursor.runs).where(SweepCursor.name == CURSOR))
     if started is None:
-        _queue_run(session, 0, at=now, now=now)
+        _queue_run(session, 0, at=now + REMIND_EVERY, now=now)
 
 
 def _cursor(session: Session, now: datetime) -> SweepCursor:
     """The cursor row (created the first time), locked until the commit. `swept_until` is
-    when the cars' maintenance was last looked at (once a day is enough)."""
+    when the cars' maintenance was last looked at: once a day is enough, from the day after
+    the chain starts (the first run, at a car's first grant, stays quick)."""
     session.execute(
         insert(SweepCursor)
-        .values(name=CURSOR, swept_until=now - timedelta(days=1), runs=0)
+        .values(name=CURSOR, swept_until=now, runs=0)
         .on_conflict_do_nothing(index_elements=["name"])
     )
     return session.scalars(
