@@ -204,3 +204,37 @@ def test_the_offer_forms_add_reprice_and_withdraw(app_client: TestClient, db: Se
         "offer.withdrawn",
     ]
     assert "The offer is withdrawn" in app_client.get("/operator/catalog/AURA/winter_traction").text
+
+
+def test_the_operator_adds_a_feature_from_the_platform_page(
+    app_client: TestClient, db: Session
+) -> None:
+    log_in(app_client, OPERATOR)
+    platform_page = app_client.get("/operator/catalog/AURA").text
+    assert 'href="/operator/catalog/AURA/features/new"' in platform_page
+    new = "/operator/catalog/AURA/features/new"
+    fields = {
+        "code": "eco_mode",
+        "names.en": "Eco mode",
+        "names.es": "Modo eco",
+        "descriptions.en": "Longer range, gentler acceleration.",
+        "category": "performance",
+        "conflicts": ["power_boost"],
+        "countries_everywhere": "true",
+    }
+    taken = submit(app_client, new, "/operator/catalog/AURA/features",
+                   {**fields, "code": "power_boost"}, with_key=True)  # fmt: skip
+    assert taken.status_code == 409 and 'id="code-error"' in taken.text
+    made = submit(app_client, new, "/operator/catalog/AURA/features", fields, with_key=True)
+    assert made.status_code == 303
+    assert made.headers["location"] == "/operator/catalog/AURA/eco_mode"
+    eco = feature(db, "AURA", "eco_mode")
+    assert (eco.name, eco.names["es"], eco.conflicts, eco.countries, eco.active) == (
+        "Eco mode",
+        "Modo eco",
+        ["power_boost"],
+        None,
+        True,
+    )
+    assert [e.event for e in subject_history(db, "feature", eco.id)] == ["feature.created"]
+    assert "No offers yet." in app_client.get("/operator/catalog/AURA/eco_mode").text

@@ -17,7 +17,7 @@ from caas.accounts.models import User
 from caas.catalog import rules as catalog_rules
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform, PlatformPrice
-from caas.catalog.schemas import FeatureUpdate
+from caas.catalog.schemas import FeatureCreate, FeatureUpdate
 from caas.core.api import ClockDep, DbSession
 from caas.core.errors import CaasError, NotFound
 from caas.files import service as files
@@ -204,8 +204,16 @@ def catalog_platform_page(
     return render(request, "operator/catalog_platform.html", context)
 
 
-def _feature_values(feature: Feature) -> FormValues:
-    """The feature form filled with what the catalog says now."""
+def _feature_values(feature: Feature | None) -> FormValues:
+    """The feature form filled with what the catalog says now (a new one: sold everywhere)."""
+    if feature is None:
+        return {
+            "idempotency_key": uuid.uuid4().hex,
+            "countries_everywhere": "true",
+            "requires": [],
+            "conflicts": [],
+            "countries": [],
+        }
     values: FormValues = {
         "idempotency_key": uuid.uuid4().hex,
         "category": feature.category,
@@ -230,28 +238,84 @@ def _render_feature(
     session: Session,
     user: User,
     platform: Platform,
-    feature: Feature,
+    feature: Feature | None,
     *,
     values: FormValues | None = None,
     errors: FormErrors | None = None,
     status_code: int = 200,
 ) -> Response:
+    """The feature's page (its offers and its form), or the form of a new one (`feature`
+    None)."""
     language = language_of(request, user)
-    siblings = [f for f in catalog.platform_features(session, platform.id) if f.id != feature.id]
+    siblings = [f for f in catalog.platform_features(session, platform.id) if f is not feature]
     context = {
         "platform": platform,
         "feature": feature,
-        "feature_name": catalog.feature_text(feature, language)[0],
+        "feature_name": catalog.feature_text(feature, language)[0] if feature else "",
         "siblings": [(f.code, catalog.feature_text(f, language)[0]) for f in siblings],
         "countries": _countries(session),
         "text_languages": catalog_rules.LANGUAGES,
         "categories": catalog_rules.CATEGORIES,
-        "parameters": list((feature.parameters or {}).keys()),
-        "rows": _offer_rows(offers.offers_of_features(session, [feature.id])),
+        "parameters": list((feature.parameters or {}).keys()) if feature else [],
+        "rows": _offer_rows(offers.offers_of_features(session, [feature.id])) if feature else [],
         "values": values or _feature_values(feature),
         "errors": errors or FormErrors(),
     }
     return render(request, "operator/catalog_feature.html", context, status_code=status_code)
+
+
+@router.get("/catalog/{platform_code}/features/new")
+def new_feature_page(
+    request: Request, platform_code: str, session: DbSession, user: OperatorPage
+) -> Response:
+    platform = catalog.platform_or_404(session, platform_code)
+    return _render_feature(request, session, user, platform, None)
+
+
+@router.post("/catalog/{platform_code}/features")
+def create_feature(
+    request: Request,
+    platform_code: str,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    user: OperatorPage,
+) -> Response:
+    values = values_of(form, lists=("requires", "conflicts", "countries"))
+    now = clock.now()
+    platform = catalog.platform_or_404(session, platform_code)
+
+    def act() -> dict[str, Any]:
+        body = FeatureCreate.model_validate(
+            {
+                **_feature_fields(values, {}),
+                "code": values.get("code", "").strip(),
+                "needs_hardware": values.get("needs_hardware") == "true",
+            }
+        )
+        feature = catalog.create_feature(session, platform, body, actor=actor_of(user), now=now)
+        return {"code": feature.code}
+
+    try:
+        created = once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=f"web.catalog.feature.create:{platform.id}",
+            request=_without_secrets(values),
+            now=now,
+            act=act,
+        )
+    except (ValidationError, CaasError) as error:
+        if isinstance(error, NotFound):
+            raise
+        status = error.status if isinstance(error, CaasError) else 422
+        errors = FormErrors.of(error)
+        return _render_feature(
+            request, session, user, platform, None, values=values, errors=errors, status_code=status
+        )
+    flash(request, "flash.feature_saved")
+    return see_other(f"/operator/catalog/{platform.code}/{created['code']}")
 
 
 @router.get("/catalog/{platform_code}/{feature_code}")
@@ -275,9 +339,9 @@ def _parameter(value: str, current: object) -> object:
     return value
 
 
-def _feature_update(values: FormValues, feature: Feature) -> dict[str, Any]:
-    """The posted feature form as a `FeatureUpdate` body (every field sent: a form is whole)."""
-    parameters = feature.parameters or {}
+def _feature_fields(values: FormValues, parameters: dict[str, object]) -> dict[str, Any]:
+    """The posted feature form as a body for `FeatureUpdate` (every field sent: a form is
+    whole); `parameters` are the feature's, read back in the types they have now."""
     return {
         "names": {
             language: values.get(f"names.{language}", "").strip()
@@ -301,7 +365,6 @@ def _feature_update(values: FormValues, feature: Feature) -> dict[str, Any]:
             name: _parameter(values.get(f"parameters.{name}", ""), current)
             for name, current in parameters.items()
         },
-        "active": values.get("active") == "true",
     }
 
 
@@ -325,7 +388,12 @@ def update_feature(
     feature = catalog.get_feature(session, platform, feature_code, lock=True)
 
     def act() -> dict[str, Any]:
-        body = FeatureUpdate.model_validate(_feature_update(values, feature))
+        body = FeatureUpdate.model_validate(
+            {
+                **_feature_fields(values, feature.parameters or {}),
+                "active": values.get("active") == "true",
+            }
+        )
         catalog.update_feature(session, feature, body, actor=actor_of(user), now=now)
         return {"feature_id": feature.id}
 
