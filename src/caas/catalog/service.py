@@ -132,10 +132,10 @@ def _check_requirements(
     requires: list[str],
     conflicts: list[str],
 ) -> None:
-    # Locked: two operators editing requirements at once cannot build a cycle between them.
-    siblings = session.scalars(
-        select(Feature).where(Feature.platform_id == platform.id).with_for_update()
-    ).all()
+    # The platform's row is the lock: two operators changing requirements at once cannot
+    # build a cycle between them (each sees the other's committed change).
+    session.execute(select(Platform.id).where(Platform.id == platform.id).with_for_update())
+    siblings = session.scalars(select(Feature).where(Feature.platform_id == platform.id)).all()
     problem = rules.requirement_problem(
         code,
         requires=requires,
