@@ -128,6 +128,7 @@ def test_the_store_shows_every_option_with_its_prices_and_why_the_car_cannot_get
         follow_redirects=True,
     ).text
     assert "€10.89" in english
+    assert "store." not in text_of(english) and "store." not in shown  # every text written
     assert "Its hardware was not fitted to this car at the factory." in text_of(english)
 
 
@@ -229,6 +230,42 @@ def test_a_declined_card_shows_the_checkout_again_with_a_new_key_and_charges_not
     paid = pay(client, owner, declined.text, payment_sandbox.token(CARD_SUCCEEDS))
     assert paid.status_code == 303
     assert sorted(p.state for p in purchases_of(db, owner)) == ["delivering", "failed"]
+
+
+def test_a_free_trial_needs_no_card_and_a_car_that_refuses_it_is_shown_with_the_reason(
+    db: Session, client: TestClient, owner: Owner, clock: FixedClock
+) -> None:
+    trial = offer(db, owner.vehicle, "winter_traction", "trial", "1M")
+    checkout = quote(client, owner, {"offer.winter_traction": str(trial.id)})
+    assert checkout.status_code == 200, checkout.text
+    assert 'id="pay-form"' not in checkout.text and "data-card=" not in checkout.text
+    assert "Conseguirla gratis" in text_of(checkout.text)
+    got = pay(client, owner, checkout.text, "")
+    assert got.status_code == 303, got.text
+    (purchase,) = purchases_of(db, owner)
+    assert (purchase.state, purchase.payment_id) == ("delivering", None)
+
+    assert purchase.configuration_version is not None
+    answer(db, owner, purchase.configuration_version, "rejected", clock, reason="bad_signature")
+    status = client.get(f"{got.headers['location']}/status").json()
+    assert (status["phase"], status["final"]) == ("refunded", True)
+    assert status["status"] == "Reembolsada: el coche la rechazó (la firma no coincide)"
+    assert status["lines"][0]["entitlement_state"] == "revoked"
+    assert status["note"] == "No se ha cobrado nada."
+    page = text_of(client.get(got.headers["location"]).text)
+    assert "Reembolsada: el coche la rechazó (la firma no coincide)" in page
+    assert "No se ha cobrado nada." in page
+
+
+def test_a_cart_with_something_to_pay_is_not_bought_without_a_card(
+    db: Session, client: TestClient, owner: Owner
+) -> None:
+    day = offer(db, owner.vehicle, "power_boost", "window", "1D", net_minor=900)
+    checkout = quote(client, owner, {"offer.power_boost": str(day.id)}).text
+    refused = pay(client, owner, checkout, "")
+    assert refused.status_code == 422
+    assert "Esta compra necesita una tarjeta." in text_of(refused.text)
+    assert purchases_of(db, owner) == []
 
 
 def test_the_cart_says_what_is_wrong_next_to_the_option(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from caas.accounts.deps import CustomerUser, actor_of
 from caas.accounts.models import User
 from caas.billing.provider import SandboxProvider
+from caas.catalog import service as catalog
 from caas.catalog.models import Platform
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError, InvalidInput, NotFound
@@ -46,7 +47,7 @@ from caas.web.csrf import csrf_protect
 from caas.web.display import zone_of_country
 from caas.web.forms import FormErrors, FormValues, PostedForm, once_per_form, values_of
 from caas.web.pages import CustomerPage, PageRoute, flash, language_of, render, see_other
-from caas.web.strings import translate
+from caas.web.strings import lookup, translate
 
 # The pages (HTML errors, login redirects, CSRF on every form) and the JSON their script polls
 # (errors keep the API's JSON shape), mounted together.
@@ -135,7 +136,15 @@ def _customer_car(session: Session, user: User, vin: str) -> tuple[Customer, Veh
 
 
 def _model_name(session: Session, vehicle: Vehicle) -> str:
-    return session.scalar(select(Platform.name).where(Platform.id == vehicle.platform_id)) or ""
+    return catalog.get_platform(session, vehicle.platform_id).name
+
+
+def _option_names(session: Session, vehicle: Vehicle, language: str) -> dict[str, str]:
+    """The names of the car's platform's options in `language`, by code."""
+    return {
+        feature.code: catalog.feature_text(feature, language)[0]
+        for feature in catalog.platform_features(session, vehicle.platform_id)
+    }
 
 
 def _portal_render(
@@ -580,7 +589,7 @@ def buy(
     if purchase.state == "failed":
         session.commit()
         errors = FormErrors()
-        reason = purchase.failure_reason or purchase.failure_code or "failed"
+        reason = reason_text(purchase.failure_code, purchase.failure_reason, language)
         errors.add(None, translate(language, "store.error.declined", reason=reason))
         priced = purchases.quote(
             session,
@@ -651,7 +660,20 @@ class PurchaseStatus(BaseModel):
     steps: list[dict[str, str]]
     final: bool = Field(description="The purchase will not change by itself any more")
     failure_reason: str | None
+    note: str | None = Field(description="What happened to the money, once failed or refunded")
     lines: list[PurchaseLineStatus]
+
+
+def reason_text(code: str | None, reason: str | None, language: str) -> str:
+    """Why a purchase failed or was refunded, for a person: the car's own reason (a code of the
+    MQTT contract) and the platform's codes in the reader's language; anything else as is."""
+    code, reason = code or "", reason or ""
+    if code == "car_rejected":
+        said = lookup(language, f"reason.{reason}") or reason
+        return translate(language, "store.reason.car_rejected", reason=said)
+    if lookup(language, f"store.reason.{code}") is not None:
+        return translate(language, f"store.reason.{code}")
+    return reason or code
 
 
 def _status_of(read: PurchaseRead, language: str) -> PurchaseStatus:
@@ -659,10 +681,19 @@ def _status_of(read: PurchaseRead, language: str) -> PurchaseStatus:
     return PurchaseStatus(
         id=read.id,
         phase=phase,
-        status=translate(language, f"store.status.{phase}", reason=read.failure_reason or ""),
+        status=translate(
+            language,
+            f"store.status.{phase}",
+            reason=reason_text(read.failure_code, read.failure_reason, language),
+        ),
         steps=steps_of(phase),
         final=phase in FINAL_PHASES,
         failure_reason=read.failure_reason,
+        note=None
+        if phase not in ("failed", "refunded")
+        else translate(language, "store.purchase.money_back")
+        if phase == "refunded" and read.gross.amount_minor > 0
+        else translate(language, "store.purchase.not_charged"),
         lines=[
             PurchaseLineStatus(
                 code=line.code,
@@ -682,15 +713,12 @@ def purchase_page(
     purchase = _purchase_of(session, user, vin, purchase_id)
     language = language_of(request, user)
     read = purchase_read(session, purchase, language)
-    store = store_view(
-        session, vehicle=vehicle, customer=customer, at=purchase.created_at, language=language
-    )
     context = {
         "vehicle": vehicle,
         "model": _model_name(session, vehicle),
         "purchase": read,
         "live": _status_of(read, language),
-        "names": {feature.code: feature.name for feature in store.features},
+        "names": _option_names(session, vehicle, language),
     }
     return _portal_render(request, session, user, customer, "portal/store_purchase.html", context)
 

@@ -58,7 +58,9 @@
     });
     var failed = status.phase === "failed" || status.phase === "refunded";
     live.querySelector("[data-steps-wrap]").hidden = failed;
-    live.querySelector("[data-failed]").hidden = !failed;
+    var note = live.querySelector("[data-failed]");
+    note.hidden = !failed;
+    if (status.note) note.textContent = status.note;
     live.querySelector("[data-watching]").hidden = status.final;
     status.lines.forEach(function (line) {
       var badge = document.querySelector('[data-line="' + line.code + '"] [data-line-state]');
