@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:50:29.765026
+Create Date: 2026-11-23 15:21:12.961339
 """
 
 from collections.abc import Sequence
@@ -739,6 +739,7 @@ def upgrade() -> None:
         sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("failure_code", sa.String(length=60), nullable=True),
         sa.Column("failure_reason", sa.String(length=300), nullable=True),
+        sa.Column("payment_method", sa.String(length=80), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -961,6 +962,7 @@ def upgrade() -> None:
         sa.Column("vat_rate_bp", sa.Integer(), nullable=False),
         sa.Column("vat_minor", sa.Integer(), nullable=False),
         sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.Column("spending_cap_minor", sa.Integer(), nullable=True),
         sa.Column("entitlement_id", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["entitlement_id"],

@@ -140,8 +140,6 @@ def buy(
         purchase = purchases.drive_purchase(
             db,
             purchase,
-            items=items,
-            payment_method=token,
             provider=provider,
             actor=owner.actor(),
             now=clock.now(),

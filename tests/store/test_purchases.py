@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,15 +22,17 @@ from caas.notifications.models import Notification
 from caas.ota.models import ConfigurationVersion
 from caas.ota.rules import add_months
 from caas.protocol.mqtt import ManifestBody
-from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
+from caas.protocol.payments import CARD_ANSWERS_LATE, CARD_DECLINED, CARD_SUCCEEDS
 from caas.store import purchases
 from caas.store.models import Entitlement, Purchase, PurchaseLine, Subscription
 from caas.store.read import purchase_read
 from caas.store.rules import add_duration
 from tests.billing.conftest import PaymentSandbox
+from tests.billing.conftest import deliver as deliver_event
 from tests.conftest import SmtpInbox
 from tests.store.conftest import Owner, answer, buy, item, offer, owner_of, run_relay
 from tests.store.engine import Delivered, delivered, engine_keys, signing
+from tests.vehicles.test_twin_api import counting_queries
 
 __all__ = ["delivered", "engine_keys", "signing"]
 
@@ -578,3 +581,77 @@ def test_a_custom_window_is_priced_per_started_day(
     (line,) = priced.lines
     assert (line.valid_from, line.valid_until, line.price.net_minor) == (start, end, 900)
     assert priced.gross_minor == 900 + 189
+
+
+def test_a_payment_the_provider_confirms_late_is_delivered_without_the_customers_retry(
+    db: Session,
+    sessions: sessionmaker[Session],
+    app_client: TestClient,
+    owner: Owner,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    boost = offer(db, owner.vehicle, "power_boost", "window", "1D")
+    purchase = buy(
+        db,
+        owner,
+        [item(boost)],
+        token=payment_sandbox.token(CARD_ANSWERS_LATE),
+        key="late-answer-1",
+        settings=settings,
+        clock=clock,
+    )
+    # The provider did not answer in time: nothing is on its way to the car yet.
+    assert purchase.state == "authorising"
+    assert _entitlements(db, purchase) == []
+    payment = db.get_one(Payment, purchase.payment_id)
+    deliver_event(
+        app_client, payment_sandbox.inbox.wait_for(payment.reference, "authorization.succeeded")
+    )
+    clock.advance(purchases.PAYMENT_FOLLOW_UP)
+    run_relay(settings, sessions, clock, db)
+    purchase = db.get_one(Purchase, purchase.id)
+    assert purchase.state == "delivering"
+    assert [e.state for e in _entitlements(db, purchase)] == ["delivering"]
+    assert payment_sandbox.authorisations(payment.reference) == 1
+
+
+def test_the_cars_answer_settles_purchases_in_a_few_statements(
+    db: Session,
+    owner: Owner,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    """On the car's hot path: one query when the car has nothing on its way; with a purchase,
+    the purchases, their entitlements, their activation and the capture job: no provider."""
+    version = _newest(db, owner)
+    version.state = "applied"
+    db.flush()
+    with counting_queries(db) as statements:
+        purchases.configuration_answered(db, owner.vehicle, version, now=clock.now())
+    assert len(statements) == 1
+
+    boost = offer(db, owner.vehicle, "power_boost", "window", "1D")
+    purchase = buy(
+        db,
+        owner,
+        [item(boost)],
+        token=payment_sandbox.token(CARD_SUCCEEDS),
+        key="hot-path-01",
+        settings=settings,
+        clock=clock,
+    )
+    version = _newest(db, owner)
+    version.state = "applied"
+    db.flush()
+    captures_before = payment_sandbox.captures(db.get_one(Payment, purchase.payment_id).reference)
+    with counting_queries(db) as statements:
+        purchases.configuration_answered(db, owner.vehicle, version, now=clock.now())
+    # purchases, entitlements, the entitlement's update and history row, the capture job
+    # and its NOTIFY.
+    assert len(statements) == 6, statements
+    assert payment_sandbox.captures(db.get_one(Payment, purchase.payment_id).reference) == (
+        captures_before
+    )

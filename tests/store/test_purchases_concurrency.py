@@ -81,8 +81,6 @@ def test_two_concurrent_requests_with_one_key_make_one_purchase_and_charge_once(
                 purchase = purchases.drive_purchase(
                     session,
                     purchase,
-                    items=items,
-                    payment_method=token,
                     provider=provider,
                     actor=actor,
                     now=datetime.now(UTC),

@@ -169,8 +169,6 @@ def post_purchase(
     purchase = purchases.drive_purchase(
         session,
         purchase,
-        items=body.items,
-        payment_method=body.payment_method,
         provider=provider,
         actor=actor_of(user),
         now=clock.now(),

@@ -135,6 +135,10 @@ class Purchase(Base):
     deadline_at: Mapped[datetime | None]
     failure_code: Mapped[str | None] = mapped_column(String(60))
     failure_reason: Mapped[str | None] = mapped_column(String(300))
+    # The provider's reusable card reference the customer paid with (never a card number):
+    # a purchase whose authorisation is settled later is delivered without the customer's
+    # retry, and its subscriptions renew with it.
+    payment_method: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -154,6 +158,8 @@ class PurchaseLine(Base):
     vat_rate_bp: Mapped[int]
     vat_minor: Mapped[int]
     gross_minor: Mapped[int]
+    # Metered only: the customer's monthly spending cap (None: no cap).
+    spending_cap_minor: Mapped[int | None]
     entitlement_id: Mapped[int | None] = mapped_column(ForeignKey("entitlements.id"))
 
 

@@ -63,6 +63,10 @@ log = structlog.get_logger(__name__)
 CAPTURE_TOPIC: Final = "store.capture"
 VOID_TOPIC: Final = "store.void"
 DEADLINE_TOPIC: Final = "store.purchase_deadline"
+PAYMENT_TOPIC: Final = "store.purchase_payment"
+# When a purchase whose request ended without an answer from the provider (a timeout, a
+# crash) is looked at again: its payment settled meanwhile by the provider's event.
+PAYMENT_FOLLOW_UP: Final = timedelta(seconds=60)
 SUBJECT: Final = "purchase"
 PLATFORM: Final = Actor.system("store")
 
@@ -422,6 +426,7 @@ def begin_purchase(
         net_minor=priced.net_minor,
         vat_minor=priced.vat_minor,
         gross_minor=priced.gross_minor,
+        payment_method=payment_method,
         created_at=now,
         updated_at=now,
     )
@@ -441,6 +446,7 @@ def begin_purchase(
                 vat_rate_bp=line.price.vat_rate_bp,
                 vat_minor=line.price.vat_minor,
                 gross_minor=line.price.gross_minor,
+                spending_cap_minor=line.spending_cap_minor,
             )
         )
     if priced.gross_minor > 0:
@@ -467,6 +473,14 @@ def begin_purchase(
             details={"purchase_id": purchase.id},
         )
         purchase.payment_id = payment.id
+    enqueue(
+        session,
+        topic=PAYMENT_TOPIC,
+        payload={"purchase_id": purchase.id},
+        dedupe_key=f"{PAYMENT_TOPIC}:{purchase.id}",
+        now=now,
+        run_after=now + PAYMENT_FOLLOW_UP,
+    )
     _record(
         session,
         purchase,
@@ -491,16 +505,21 @@ def drive_purchase(
     session: Session,
     purchase: Purchase,
     *,
-    items: Sequence[PurchaseItem],
-    payment_method: str,
     provider: PaymentProvider,
     actor: Actor,
     now: datetime,
+    items: Sequence[PurchaseItem] | None = None,
+    payment_method: str | None = None,
 ) -> Purchase:
     """Take a committed purchase as far as it goes now: authorise its payment (outside any
-    lock), then fail it or deliver it to the car. `items` and `payment_method` are the
-    request's (the same on a retry: the key's hash says so). Other states are returned as
-    they are; a payment the provider has not confirmed leaves it `authorising`."""
+    lock), then fail it or deliver it to the car. Other states are returned as they are; a
+    payment the provider has not confirmed leaves it `authorising` (a retry with the key, or
+    the `store.purchase_payment` job, continues it).
+
+    The purchase keeps its card reference and lines: `items` and `payment_method` (the
+    request's, which the key's hash already ties to it) are not needed any more and are
+    ignored; they remain for callers written before."""
+    del items, payment_method
     if purchase.state != "authorising":
         return purchase
     payment: Payment | None = None
@@ -508,7 +527,7 @@ def drive_purchase(
         payment = billing.authorise_payment(
             session,
             session.get_one(Payment, purchase.payment_id),
-            payment_method=payment_method,
+            payment_method=purchase.payment_method or "",
             provider=provider,
             actor=actor,
             now=now,
@@ -517,9 +536,7 @@ def drive_purchase(
     if purchase.state != "authorising":
         return purchase
     if payment is None or payment.state == "authorised":
-        _deliver(
-            session, purchase, items=items, payment_method=payment_method, actor=actor, now=now
-        )
+        _deliver(session, purchase, actor=actor, now=now)
     elif payment.state == "failed":
         purchase.failure_code = payment.failure_code
         purchase.failure_reason = payment.failure_reason
@@ -527,15 +544,7 @@ def drive_purchase(
     return purchase
 
 
-def _deliver(
-    session: Session,
-    purchase: Purchase,
-    *,
-    items: Sequence[PurchaseItem],
-    payment_method: str,
-    actor: Actor,
-    now: datetime,
-) -> None:
+def _deliver(session: Session, purchase: Purchase, *, actor: Actor, now: datetime) -> None:
     """Paid (or nothing to pay): the entitlements on their way to the car in one version."""
     from caas.ota.service import request_configuration
 
@@ -553,14 +562,11 @@ def _deliver(
             select(Feature).where(Feature.id.in_({o.feature_id for o in offers.values()}))
         )
     }
-    for line, item in zip(lines, items, strict=True):
+    for line in lines:
         offer = offers[line.offer_id]
         subscription_id = None
         if line.kind == "subscription":
-            assert line.valid_until is not None
-            subscription_id = _subscribe(
-                session, purchase, line, payment_method, actor=actor, now=now
-            )
+            subscription_id = _subscribe(session, purchase, line, actor=actor, now=now)
         granted = entitlements.grant(
             session,
             vehicle=vehicle,
@@ -573,7 +579,7 @@ def _deliver(
             offer_id=offer.id,
             purchase_id=purchase.id,
             subscription_id=subscription_id,
-            spending_cap_minor=item.spending_cap_minor,
+            spending_cap_minor=line.spending_cap_minor,
             actor=actor,
             now=now,
         )
@@ -603,13 +609,7 @@ def _deliver(
 
 
 def _subscribe(
-    session: Session,
-    purchase: Purchase,
-    line: PurchaseLine,
-    payment_method: str,
-    *,
-    actor: Actor,
-    now: datetime,
+    session: Session, purchase: Purchase, line: PurchaseLine, *, actor: Actor, now: datetime
 ) -> int:
     """The subscription a subscription line starts: its first period is the line's window;
     `caas.store.subscriptions` renews it."""
@@ -620,7 +620,7 @@ def _subscribe(
         offer_id=line.offer_id,
         code=line.code,
         state="active",
-        payment_method=payment_method,
+        payment_method=purchase.payment_method or "",
         current_period_start=line.valid_from,
         current_period_end=line.valid_until,
         cancel_at_period_end=False,
@@ -824,6 +824,21 @@ def void(session: Session, purchase_id: int, *, provider: PaymentProvider, now: 
         raise RetryLater(f"payment provider: {error.message}") from error
 
 
+def payment_settled(
+    session: Session, purchase_id: int, *, provider: PaymentProvider, now: datetime
+) -> None:
+    """`store.purchase_payment`: a purchase left `authorising` (the provider answered late, or
+    the request died after its commit) goes on without the customer's retry: delivered once
+    its payment is authorised (by the provider's event, or this call), failed when refused;
+    still unconfirmed, it is looked at again later."""
+    purchase = session.get(Purchase, purchase_id)
+    if purchase is None or purchase.state != "authorising":
+        return
+    purchase = drive_purchase(session, purchase, provider=provider, actor=PLATFORM, now=now)
+    if purchase.state == "authorising":
+        raise RetryLater("the provider has not confirmed the payment yet")
+
+
 def deadline_passed(session: Session, purchase_id: int, *, now: datetime) -> None:
     """`store.purchase_deadline`: a purchase the car has not applied in time is refunded and
     the car gets a configuration without it. One it applied (awaiting its capture) stays."""
@@ -1003,4 +1018,15 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
     def on_deadline(session: Session, payload: dict[str, Any]) -> None:
         deadline_passed(session, int(payload["purchase_id"]), now=clock.now())
 
-    return {CAPTURE_TOPIC: on_capture, VOID_TOPIC: on_void, DEADLINE_TOPIC: on_deadline}
+    def on_payment(session: Session, payload: dict[str, Any]) -> None:
+        with SandboxProvider.from_settings(settings) as provider:
+            payment_settled(
+                session, int(payload["purchase_id"]), provider=provider, now=clock.now()
+            )
+
+    return {
+        CAPTURE_TOPIC: on_capture,
+        VOID_TOPIC: on_void,
+        DEADLINE_TOPIC: on_deadline,
+        PAYMENT_TOPIC: on_payment,
+    }
