@@ -361,3 +361,29 @@ def test_an_option_that_needs_the_maintenance_plan_waits_for_the_service_then_re
     db.refresh(subscription)
     assert subscription.state == "active"
     assert [p.state for p in _renewals(db, owner)] == ["captured"]
+
+
+def test_a_car_sold_meanwhile_is_not_renewed_for_its_former_owner(
+    db: Session,
+    owner: Owner,
+    monthly: Offer,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    subscription = subscribed(
+        db, owner, monthly, token=payment_sandbox.token(CARD_SUCCEEDS), clock=clock
+    )
+    buyer = delivered_owner(db, settings, clock)
+    owner.vehicle.owner_customer_id = buyer.customer.id
+    db.commit()
+
+    clock.set(subscription.current_period_end)
+    run_all_due(settings, sessions, clock, db)
+    db.refresh(subscription)
+    assert (subscription.state, subscription.attempts) == ("past_due", 1)
+    assert _renewals(db, owner) == []
+    (told,) = _told(db, owner, "subscription.renewal_failed")
+    assert told.context["reason"] == "not_eligible"
+    assert "no se puede renovar" in told.body

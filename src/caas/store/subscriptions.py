@@ -5,9 +5,10 @@ A renewal is two outbox jobs, so the pending payment is committed before any mon
 twice):
 
 1. `store.subscription.renew`, at the period's end (or at a retry's time): decides whether to
-   renew at all (cancelled at the period's end, offer withdrawn, car off its maintenance plan)
-   and, if so, starts the payment of the offer's current price with the VAT of the customer's
-   country, under a key derived from the subscription, the period and the attempt.
+   renew at all (cancelled at the period's end; refused by the purchase's eligibility rules:
+   offer withdrawn, car off its maintenance plan, car sold...) and, if so, starts the payment
+   of the offer's current price with the VAT of the customer's country, under a key derived
+   from the subscription, the period and the attempt.
 2. `store.subscription.charge`: authorises and captures that payment (the car already runs
    what a renewal extends); captured, the next period becomes an entitlement, the car gets a
    new configuration and the customer is told; failed, the subscription is `past_due` and
@@ -44,11 +45,10 @@ from caas.core.clock import Clock
 from caas.core.errors import Conflict, NotFound
 from caas.core.history import Actor, record
 from caas.core.outbox import Handler, RetryLater, enqueue
-from caas.maintenance import service as maintenance
 from caas.ota.service import request_configuration
 from caas.sales import service as sales
 from caas.sales.models import Customer
-from caas.store import entitlements
+from caas.store import eligibility, entitlements
 from caas.store.models import Offer, Subscription
 from caas.store.reminders import feature_name, stamp, start_reminding, tell
 from caas.store.rules import SUBSCRIPTION, add_duration
@@ -171,17 +171,28 @@ def _renewal_lines(
     return [billing_rules.priced_line(description, offer.net_minor, country.vat_rate_bp)]
 
 
+# Eligibility reasons a renewal names in its message; any other is "not_eligible".
+NAMED_REFUSALS: Final = frozenset({"withdrawn", "maintenance_overdue"})
+
+
 def _refusal(
-    session: Session, offer: Offer, feature: Feature, vehicle: Vehicle, now: datetime
+    session: Session,
+    offer: Offer,
+    feature: Feature,
+    vehicle: Vehicle,
+    customer: Customer,
+    now: datetime,
 ) -> str | None:
-    """Why this renewal may not be charged now (None: it may)."""
-    if not offer.active or not feature.active:
-        return "withdrawn"
-    if feature.requires_maintenance and not maintenance.car_follows_plan(
-        session, vehicle, today=now.date()
-    ):
-        return "maintenance_overdue"
-    return None
+    """Why this renewal may not be charged now (None: it may), by the same rules as a purchase
+    (`caas.store.eligibility`): the option withdrawn, the car off its maintenance plan, the car
+    sold, a prerequisite gone..."""
+    refused = eligibility.refusals(
+        session, vehicle=vehicle, feature=feature, offer=offer, customer=customer, at=now
+    )
+    if not refused:
+        return None
+    reasons = [refusal.reason for refusal in refused]
+    return next((reason for reason in reasons if reason in NAMED_REFUSALS), "not_eligible")
 
 
 def attempt_renewal(
@@ -205,7 +216,7 @@ def attempt_renewal(
         _end(session, subscription, customer, feature, now=now)
         return None
     vehicle = session.get_one(Vehicle, subscription.vehicle_id)
-    refusal = _refusal(session, offer, feature, vehicle, now)
+    refusal = _refusal(session, offer, feature, vehicle, customer, now)
     if refusal is not None:
         _renewal_failed(session, subscription, customer, feature, reason=refusal, now=now)
         return None
