@@ -655,3 +655,30 @@ def test_the_cars_answer_settles_purchases_in_a_few_statements(
     assert payment_sandbox.captures(db.get_one(Payment, purchase.payment_id).reference) == (
         captures_before
     )
+
+
+def test_a_window_bought_while_another_is_still_being_paid_for_starts_after_it(
+    db: Session, owner: Owner, clock: FixedClock, payment_sandbox: PaymentSandbox
+) -> None:
+    week = offer(db, owner.vehicle, "power_boost", "window", "7D")
+    first = purchases.begin_purchase(
+        db,
+        user=owner.user,
+        vin=owner.vehicle.vin,
+        items=[item(week)],
+        payment_method=payment_sandbox.token(CARD_SUCCEEDS),
+        idempotency_key="paying-first",
+        now=clock.now(),
+    )
+    (paying,) = db.scalars(select(PurchaseLine).where(PurchaseLine.purchase_id == first.id))
+    priced = purchases.quote(
+        db,
+        vehicle=owner.vehicle,
+        customer=owner.customer,
+        items=[item(week)],
+        at=clock.now(),
+        language="en",
+    )
+    (line,) = priced.lines
+    assert paying.valid_until is not None
+    assert (line.valid_from, line.extends) == (paying.valid_until, True)

@@ -296,6 +296,19 @@ def _refuse_second_subscription(
         )
 
 
+def _paying_until(session: Session, vehicle: Vehicle, feature: Feature) -> datetime | None:
+    """Where the car's purchases of `feature` whose payment is still being authorised end."""
+    return session.scalar(
+        select(func.max(PurchaseLine.valid_until))
+        .join(Purchase, Purchase.id == PurchaseLine.purchase_id)
+        .where(
+            Purchase.vehicle_id == vehicle.id,
+            Purchase.state == "authorising",
+            PurchaseLine.code == feature.code,
+        )
+    )
+
+
 def _line(
     session: Session,
     *,
@@ -343,6 +356,10 @@ def _line(
             ends = entitlements.coverage_end(session, vehicle.id, feature.id, at=at)
             if ends is not None:
                 start, extends = ends, True
+            # A purchase of it still being paid for has no entitlement yet: chain after it.
+            paying = _paying_until(session, vehicle, feature)
+            if paying is not None and paying > start:
+                start, extends = paying, True
         until = store_rules.add_duration(start, offer.duration) if offer.duration else None
         if kind in FREE_AT_CHECKOUT:
             net = 0
