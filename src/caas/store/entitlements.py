@@ -38,6 +38,7 @@ from caas.store.rules import (
     counting_windows,
     covering_window,
 )
+from caas.store.sweep import start_sweeping
 from caas.vehicles.models import Vehicle
 
 SUBJECT: Final = "entitlement"
@@ -172,7 +173,6 @@ def grant(
         session.flush()
     _record(session, entitlement, "entitlement.granted", actor=actor, now=now, from_state=None)
     from caas.store.reminders import start_reminding
-    from caas.store.sweep import start_sweeping
 
     start_sweeping(session, now=now)
     start_reminding(session, now=now)  # trials' and renewals' reminders, and renewals
