@@ -118,7 +118,7 @@ def test_the_odometer_the_car_reports_makes_it_overdue_before_any_workshop_sees_
     before = app_client.get(f"/api/v1/vehicles/{VIN}/services").json()
     assert (before["status"], before["odometer_km"]) == ("compliant", None)
     today = clock.now().date()
-    assert maintenance.follows_plan_now(db, car, today=today)
+    assert maintenance.car_follows_plan(db, car, today=today)
 
     # Telemetry from the car: 20,412.7 km, past the 20,000 km due since delivery.
     sample = Telemetry(
@@ -135,7 +135,7 @@ def test_the_odometer_the_car_reports_makes_it_overdue_before_any_workshop_sees_
     after = app_client.get(f"/api/v1/vehicles/{VIN}/services").json()
     assert (after["status"], after["odometer_km"]) == ("overdue", 20_412)
     assert after["next_service"]["due_km"] == 20_000  # still counted from delivery
-    assert not maintenance.follows_plan_now(db, car, today=today)
+    assert not maintenance.car_follows_plan(db, car, today=today)
 
 
 @pytest.mark.parametrize(

@@ -92,13 +92,6 @@ def maintenance_summary(session: Session, vehicle: Vehicle, *, today: date) -> M
     return MaintenanceSummary(vehicle, plan, records, due, status, odometer)
 
 
-def follows_plan_now(session: Session, vehicle: Vehicle, *, today: date) -> bool:
-    """Whether the car follows the official maintenance plan now, for eligibility (options
-    that require it): not overdue by date nor by the odometer it reports. A car not in
-    service yet follows it trivially."""
-    return maintenance_summary(session, vehicle, today=today).status != "overdue"
-
-
 def vehicle_for_reader(session: Session, user: User, vin: str) -> Vehicle:
     """The car if `user` may read its maintenance: workshops, operators and its owner.
 
@@ -217,5 +210,11 @@ def workshop_names(session: Session, records: list[MaintenanceRecord]) -> dict[i
 
 
 def car_follows_plan(session: Session, vehicle: Vehicle, *, today: date) -> bool:
-    """Whether the car follows the official maintenance plan now (some options require it)."""
+    """Whether the car follows the official maintenance plan now (some options require it):
+    not overdue by date nor by the odometer it reports (`maintenance_summary`). A car not in
+    service yet follows it trivially."""
     return maintenance_summary(session, vehicle, today=today).status != "overdue"
+
+
+# The same question under the name the store's eligibility imports.
+follows_plan_now = car_follows_plan
