@@ -3,24 +3,35 @@ of a window, once, whatever the restarts and the number of workers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import FixedClock
+from caas.core.db import unit_of_work
 from caas.core.outbox import OutboxMessage, Relay, pending
 from caas.core.settings import Settings
 from caas.ota.service import PUBLISH_TOPIC
 from caas.store import sweep
 from caas.store.models import SweepCursor
+from caas.vehicles.models import Vehicle
 from caas.worker import build_handlers
 from tests.store.engine import Delivered, delivered, engine_keys, give, signing, versions
-from tests.vehicles.support import born_car, deliver
+from tests.vehicles.support import (
+    WAIT,
+    CommittedDatabase,
+    born_car,
+    committed,
+    deliver,
+    wait_until,
+)
 
-__all__ = ["delivered", "engine_keys", "signing"]
+__all__ = ["committed", "delivered", "engine_keys", "signing"]
 
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 def sweep_relay(settings: Settings, sessions: sessionmaker[Session], clock: FixedClock) -> Relay:
@@ -178,3 +189,66 @@ def test_a_pass_is_cut_in_batches_and_a_crashed_batch_is_redone_whole(
     assert len(ends) >= 3
     third = sweep.sweep_batch(db, sweep._cursor(db), now=later, batch=2)
     assert (third.cars, third.signed) == (0, 0)
+
+
+def test_two_workers_running_the_same_run_sign_the_boundary_once(
+    committed: CommittedDatabase, settings: Settings, signing: object
+) -> None:
+    """Real transactions: the first worker holds the cursor's lock until it commits; the second
+    waits for it, then finds its run done and does nothing."""
+    now = datetime.now(UTC)
+    car = committed.run(lambda session: born_car(session, settings=settings, now=now))
+    committed.run(lambda session: deliver(session, car, now=now))
+
+    def window(session: Session) -> None:
+        delivered = Delivered(car, session.get_one(Vehicle, car.vehicle_id))
+        give(session, delivered, "power_boost", now + MINUTE, now + HOUR, now=now)
+
+    def settle(session: Session) -> bool:
+        """Finish whatever pass other tests' workers left in this shared database."""
+        return sweep.sweep_batch(session, sweep._cursor(session), now=now).finished
+
+    while not committed.run(settle):
+        pass
+    committed.run(window)
+    run = committed.run(lambda session: sweep._cursor(session).runs)
+    results: dict[str, sweep.SweepBatch | None] = {}
+    first_holds_the_lock = threading.Event()
+    first_may_commit = threading.Event()
+
+    def worker(name: str) -> None:
+        with unit_of_work(committed.sessions) as session:
+            if name == "second":
+                first_holds_the_lock.wait(WAIT)
+            results[name] = sweep.run_sweep(session, run=run, now=now + 2 * MINUTE)
+            if name == "first":
+                first_holds_the_lock.set()
+                first_may_commit.wait(WAIT)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: _waiting_for_a_lock(committed), what="the second worker to wait")
+    first_may_commit.set()
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert results["first"] is not None and results["second"] is None
+    reasons = committed.run(
+        lambda session: [
+            v.reason for v in versions(session, session.get_one(Vehicle, car.vehicle_id))
+        ]
+    )
+    assert reasons.count("window.start") == 1
+
+
+def _waiting_for_a_lock(database: CommittedDatabase) -> bool:
+    waiting = database.run(
+        lambda session: session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    )
+    return bool(waiting)
