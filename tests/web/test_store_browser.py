@@ -206,6 +206,20 @@ def test_a_customer_buys_a_trial_and_a_day_on_a_phone_and_watches_them_become_ac
             expect(trial).to_contain_text("prueba gratuita")
             expect(trial).to_contain_text("hasta el")
             page.locator("#options").screenshot(path=tmp_path / "options.png")
+            _fits_the_screen(page)
+
+            # Planning ahead fits the phone too, with its card form.
+            page.click("#options a[href$='/plan']")
+            expect(page.locator("#pay-form select[name=offer_id]")).to_contain_text("al día")
+            _fits_the_screen(page)
+            page.screenshot(path=tmp_path / "plan.png", full_page=True)
+
+            # The car's own screen shows what it runs, with the window's end (a simulator's
+            # page: its console, such as its missing icon, is not the platform's business).
+            page.remove_listener("console", listen)
+            page.goto(f"{screen.url}/cars/{car.vin}")
+            expect(page.locator("body")).to_contain_text("Power boost active until")
+            page.screenshot(path=tmp_path / "car-screen.png", full_page=True)
             context.close()
 
             # The car's own screen shows what it runs.

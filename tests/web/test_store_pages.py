@@ -158,6 +158,7 @@ def test_a_cart_is_quoted_paid_once_and_followed_until_active(
     assert checkout.status_code == 200, checkout.text
     shown = text_of(checkout.text).replace("\xa0", " ")
     assert "Sin IVA 9,00 €" in shown and "IVA 1,89 €" in shown and "Total 10,89 €" in shown
+    assert "store." not in shown
     assert 'id="pay-form"' in checkout.text and "/static/pay.js" in checkout.text
     assert len(re.findall(r"<input[^>]*data-card=", checkout.text)) == 3
     assert all(
@@ -207,6 +208,7 @@ def test_a_cart_is_quoted_paid_once_and_followed_until_active(
     page = client.get(page_url).text
     assert "data-status-url" not in page  # nothing left to follow
     assert "Factura ES-" in text_of(page)
+    assert "store." not in text_of(page)
 
     options = client.get(store_url(owner)).text
     assert 'data-owned-option="power_boost" data-source="purchase"' in options
@@ -382,6 +384,7 @@ def test_an_option_is_planned_every_week_and_cancelled(
     plan_url = f"/portal/cars/{owner.vehicle.vin}/plan"
     form = client.get(plan_url).text
     assert 'id="pay-form"' in form and f'<option value="{own.id}"' in form
+    assert "store." not in text_of(form)
     fields = {
         "csrf_token": csrf_token(form),
         "idempotency_key": hidden(form, "idempotency_key"),
