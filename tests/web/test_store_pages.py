@@ -259,6 +259,29 @@ def test_a_free_trial_needs_no_card_and_a_car_that_refuses_it_is_shown_with_the_
     assert "No se ha cobrado nada." in page
 
 
+def test_pay_per_use_takes_a_monthly_cap_and_a_card_for_the_invoices_to_come(
+    db: Session, client: TestClient, owner: Owner, payment_sandbox: PaymentSandbox
+) -> None:
+    metered = offer(db, owner.vehicle, "power_boost", "metered", net_minor=150, unit="hour")
+    bad_cap = quote(
+        client, owner, {"offer.power_boost": str(metered.id), "cap.power_boost": "fifty"}
+    )
+    assert bad_cap.status_code == 422 and 'id="cap.power_boost-error"' in bad_cap.text
+    checkout = quote(
+        client, owner, {"offer.power_boost": str(metered.id), "cap.power_boost": "49,90"}
+    )
+    assert checkout.status_code == 200, checkout.text
+    shown = text_of(checkout.text).replace("\xa0", " ")
+    assert "Total 0,00 €" in shown and "cada uso se factura al mes" in shown
+    assert 'id="pay-form"' in checkout.text  # a card, for the monthly invoices
+    assert (
+        pay(client, owner, checkout.text, payment_sandbox.token(CARD_SUCCEEDS)).status_code == 303
+    )
+    (purchase,) = purchases_of(db, owner)
+    granted = db.scalars(select(Entitlement).where(Entitlement.purchase_id == purchase.id)).one()
+    assert (granted.source, granted.spending_cap_minor) == ("metered", 4_990)
+
+
 def test_a_cart_with_something_to_pay_is_not_bought_without_a_card(
     db: Session, client: TestClient, owner: Owner
 ) -> None:
