@@ -328,6 +328,46 @@ def test_a_once_only_window_paid_up_front_is_charged_at_once_and_starts_at_its_t
     assert len(_occurrence_payments(db, owner)) == 1
 
 
+def test_a_once_only_window_paid_up_front_and_cancelled_before_it_starts_is_refunded(
+    db: Session,
+    owner: Owner,
+    custom: Offer,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+    app_client: TestClient,
+) -> None:
+    clock.set(at("2026-11-20T12:00"))
+    login(app_client, owner.user.email)
+    body = {
+        "offer_id": custom.id,
+        "recurrence": "once",
+        "start_date": "2026-12-01",
+        "start_time": "00:00",
+        "end_date": "2026-12-01",
+        "end_time": "24:00",
+        "charge": "upfront",
+        "card_token": payment_sandbox.token(CARD_SUCCEEDS),
+    }
+    created = _create(app_client, owner.vehicle.vin, body, "winter-once-2")
+    run_all_due(settings, sessions, clock, db)
+    (payment,) = _occurrence_payments(db, owner)
+    assert payment.state == "captured"
+
+    cancelled = app_client.delete(
+        f"/api/v1/schedules/{created.json()['id']}", headers={"Idempotency-Key": "cancel-once-2"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    run_all_due(settings, sessions, clock, db)
+    run_all_due(settings, sessions, clock, db)
+    db.refresh(payment)
+    assert payment.refunded_minor == payment.amount_minor == 605
+    clock.set(at("2026-11-30T23:00"))
+    run_all_due(settings, sessions, clock, db)
+    assert _windows(db, owner) == []
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "code"),
     [
