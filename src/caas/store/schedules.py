@@ -228,16 +228,15 @@ def _plan(
 
 
 def _plan_next(session: Session, schedule: Schedule, after: Occurrence, *, now: datetime) -> None:
-    """Plan the occurrence after `after`, or finish a schedule that has no more."""
-    if schedule.state != "active":
+    """Plan the occurrence after `after` of a recurring schedule (a once-only one finishes
+    when its occurrence starts or fails)."""
+    if schedule.state != "active" or schedule.recurrence == "once":
         return
     upcoming = next(
         windows_from(Recurrence.of(schedule), after.starts_at + timedelta(seconds=1)), None
     )
-    if upcoming is None:
-        _set_state(session, schedule, "finished", now=now)
-        return
-    _plan(session, schedule, *upcoming, now=now)
+    if upcoming is not None:
+        _plan(session, schedule, *upcoming, now=now)
 
 
 def _set_state(
