@@ -22,6 +22,10 @@ log = structlog.get_logger(__name__)
 
 # How often an idle relay waiting for NOTIFY looks whether it was asked to stop.
 STOP_CHECK_SECONDS = 0.5
+# Threads publishing configurations: while one waits for the broker or the database, the next
+# change does not queue behind it (publications of one car stay in order: see
+# `caas.ota.service.version_to_publish`).
+EXPRESS_THREADS = 2
 
 
 def build_handlers(
@@ -66,9 +70,15 @@ def build_relay(
 
 def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clock) -> Worker:
     """The worker of `caas worker` and `caas demo`: the relay in `settings.worker_threads`
-    threads woken by NOTIFY, the MQTT bridge when `CAAS_MQTT_URL` is set, and a thread of
-    their own for configurations on their way to cars, which must not wait behind an e-mail
-    or a slow factory."""
+    threads woken by NOTIFY, the MQTT bridge when `CAAS_MQTT_URL` is set, and threads of
+    their own (`EXPRESS_THREADS`) for configurations on their way to cars, which must not wait
+    behind an e-mail or a slow factory.
+
+    Those threads commit without waiting for the disk (`Relay.durable`): publishing leaves only
+    the version's publication marks behind, and a publication lost with them is published
+    again (the car answers a manifest it already runs once more). It spares the car a disk
+    flush between the purchase and its configuration.
+    """
     from caas.iot.bridge import Bridge
     from caas.ota.service import PUBLISH_TOPIC
 
@@ -78,12 +88,13 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clo
     handlers = build_handlers(settings, clock, bridge)
     express = {PUBLISH_TOPIC: handlers.pop(PUBLISH_TOPIC)}
 
-    def relay(topics: dict[str, Handler]) -> Relay:
+    def relay(topics: dict[str, Handler], *, durable: bool = True) -> Relay:
         return Relay(
             sessions=sessions,
             clock=clock,
             handlers=topics,
             max_attempts=settings.outbox_max_attempts,
+            durable=durable,
         )
 
     return Worker(
@@ -91,7 +102,7 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clo
         threads=settings.worker_threads,
         listener_url=_listener_url(sessions),
         bridge=bridge,
-        express=relay(express),
+        express=relay(express, durable=False),
     )
 
 
@@ -116,9 +127,11 @@ class Worker:
         listener_url: str | None = None,
         bridge: Bridge | None = None,
         express: Relay | None = None,
+        express_threads: int = EXPRESS_THREADS,
     ) -> None:
         self.relay = relay
         self.express = express
+        self.express_threads = express_threads
         self.idle_seconds = idle_seconds
         self.threads = threads
         self.listener_url = listener_url
@@ -127,7 +140,8 @@ class Worker:
         self._thread: threading.Thread | None = None
 
     def run_forever(self) -> None:
-        """Deliver in this thread (and `threads - 1` more, and one for `express`) until `stop`."""
+        """Deliver in this thread (and `threads - 1` more, and `express_threads` for `express`)
+        until `stop`."""
         express = sorted(self.express.handlers) if self.express else []
         log.info(
             "worker.started",
@@ -144,14 +158,15 @@ class Worker:
             for n in range(1, self.threads)
         ]
         if self.express is not None:
-            helpers.append(
+            helpers += [
                 threading.Thread(
                     target=self._deliver,
                     args=(self.express,),
-                    name="caas-relay-express",
+                    name=f"caas-relay-express-{n}",
                     daemon=True,
                 )
-            )
+                for n in range(self.express_threads)
+            ]
         for helper in helpers:
             helper.start()
         try:
@@ -165,7 +180,9 @@ class Worker:
         log.info("worker.stopped")
 
     def _deliver(self, relay: Relay) -> None:
-        listener = OutboxListener(self.listener_url) if self.listener_url else None
+        listener = (
+            OutboxListener(self.listener_url, topics=relay.handlers) if self.listener_url else None
+        )
         if listener is not None:
             listener.listen()  # before the first look at the outbox: no commit is missed
         try:

@@ -5,15 +5,20 @@ same transaction as the change that caused it, so a rolled-back change sends not
 committed one is always delivered. Workers claim due rows with FOR UPDATE SKIP LOCKED, so any
 number of them never take the same message, and a failed attempt is retried with backoff.
 
-Queuing a message due now also sends `NOTIFY caas_outbox` in the same transaction; PostgreSQL
-delivers it at commit, so an idle worker waiting in `OutboxListener.wait` starts at once
-instead of at its next poll.
+Queuing a message due now also sends `NOTIFY caas_outbox` with the message's topic in the same
+transaction; PostgreSQL delivers it at commit, so an idle worker waiting in
+`OutboxListener.wait` starts at once instead of at its next poll, and only the relays that
+deliver that topic wake up.
+
+A delivery is one transaction with as few round trips as the work allows (it sits between a
+purchase and the car): the handler runs in the claiming transaction without a savepoint; when
+it fails, that transaction is rolled back and the failure is recorded in a new one.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +36,8 @@ from caas.core.db import Base
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "caas_outbox"
+# For this transaction only: its commit returns without waiting for the disk.
+ASYNCHRONOUS_COMMIT = text("SET LOCAL synchronous_commit TO off")
 
 
 class OutboxMessage(Base):
@@ -73,7 +80,9 @@ def enqueue(
     )
     session.execute(statement)
     if run_after is None or run_after <= now:
-        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.execute(
+            text("SELECT pg_notify(:channel, :topic)"), {"channel": NOTIFY_CHANNEL, "topic": topic}
+        )
 
 
 def cancel(session: Session, *, dedupe_key: str, now: datetime) -> bool:
@@ -96,7 +105,13 @@ Handler = Callable[[Session, dict[str, Any]], None]
 
 @dataclass
 class Relay:
-    """Delivers due outbox messages to their handlers, one transaction per message."""
+    """Delivers due outbox messages to their handlers, one transaction per message.
+
+    `durable=False` commits deliveries without waiting for the disk (`synchronous_commit`
+    off): for handlers whose only lasting effect is that the message is done, since a delivery
+    lost in a crash of the database is delivered again, as after any crash before the commit
+    (at least once). Any later synchronous commit makes it durable too.
+    """
 
     sessions: sessionmaker[Session]
     clock: Clock
@@ -104,6 +119,7 @@ class Relay:
     max_attempts: int = 12
     base_delay: timedelta = timedelta(seconds=2)
     max_delay: timedelta = timedelta(minutes=10)
+    durable: bool = True
 
     def backoff(self, attempts: int) -> timedelta:
         delay: timedelta = self.base_delay * (2 ** max(attempts - 1, 0))
@@ -119,6 +135,8 @@ class Relay:
     def _deliver_next(self) -> bool:
         session = self.sessions()
         try:
+            if not self.durable:
+                session.execute(ASYNCHRONOUS_COMMIT)
             now = self.clock.now()
             message = session.scalars(
                 select(OutboxMessage)
@@ -136,15 +154,16 @@ class Relay:
                 session.rollback()
                 return False
             handler = self.handlers[message.topic]
+            message_id = message.id
             try:
-                with session.begin_nested():
-                    handler(session, message.payload)
+                handler(session, message.payload)
             except Exception as error:  # noqa: BLE001 - every failure is retried or parked
-                self._failed(message, error, now)
+                session.rollback()  # what the handler did goes; the failure is kept below
+                self._record_failure(session, message_id, error, now)
             else:
                 message.done_at = self.clock.now()
                 message.attempts += 1
-                log.info("outbox.delivered", topic=message.topic, id=message.id)
+                log.info("outbox.delivered", topic=message.topic, id=message_id)
             session.commit()
             return True
         except BaseException:
@@ -152,6 +171,19 @@ class Relay:
             raise
         finally:
             session.close()
+
+    def _record_failure(
+        self, session: Session, message_id: int, error: Exception, now: datetime
+    ) -> None:
+        """Count the failed attempt in a new transaction; nothing when another relay claimed
+        the message meanwhile (it will count its own attempt)."""
+        message = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.done_at.is_(None))
+            .with_for_update(skip_locked=True)
+        ).first()
+        if message is not None:
+            self._failed(message, error, now)
 
     def _failed(self, message: OutboxMessage, error: Exception, now: datetime) -> None:
         message.attempts += 1
@@ -173,12 +205,15 @@ class Relay:
 class OutboxListener:
     """Waits on its own connection for `NOTIFY caas_outbox`, which `enqueue` sends at commit.
 
-    A notification that arrives while nobody waits is kept by the connection and ends the next
-    wait at once, so none is missed; a broken connection is reopened at the next wait.
+    With `topics`, only a message of one of them ends the wait (a notification without a topic
+    always does). A notification that arrives while nobody waits is kept by the connection and
+    ends the next wait at once, so none is missed; a broken connection is reopened at the next
+    wait.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, topics: Iterable[str] | None = None) -> None:
         self.url = url
+        self.topics = frozenset(topics) if topics is not None else None
         self._connection: psycopg.Connection[Any] | None = None
 
     @classmethod
@@ -213,13 +248,19 @@ class OutboxListener:
         if self._connection is None:
             time.sleep(timeout)  # the database is away: poll
             return False
+        deadline = time.monotonic() + timeout
         try:
-            for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-                return True
+            while (remaining := deadline - time.monotonic()) > 0:
+                for notification in self._connection.notifies(timeout=remaining, stop_after=1):
+                    if self._wanted(notification.payload):
+                        return True
         except psycopg.Error as error:
             log.warning("outbox.listen_failed", error=str(error))
             self.close()
         return False
+
+    def _wanted(self, topic: str) -> bool:
+        return self.topics is None or not topic or topic in self.topics
 
     def close(self) -> None:
         if self._connection is not None:

@@ -19,6 +19,12 @@ car flooding telemetry does not slow other cars' configuration; telemetry beyond
 `telemetry_per_second` per car is dropped (QoS 0: the next sample replaces it). A malformed
 message is dropped and counted (`counts`), never raised. Sockets have TCP_NODELAY: Nagle's
 algorithm would add up to 40 ms to every acknowledgement.
+
+The client acknowledges a message to the broker when it arrives, before it is stored: a report
+lost in a crash is recovered by the platform's re-send (the car answers again), never by the
+car. So reports and telemetry (QoS 0, replaced by the next sample) are committed without
+waiting for the disk (`synchronous_commit` off, in their transaction only), which takes a disk
+flush off the way from a purchase to the car; usage events and status wait for it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock
 from caas.core.db import unit_of_work
+from caas.core.outbox import ASYNCHRONOUS_COMMIT
 from caas.core.settings import Settings
 from caas.iot.broker import BrokerAddress
 from caas.ota.publisher import PublishFailed
@@ -66,6 +73,8 @@ SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
 )
 # Telemetry waiting for the database beyond this many batches is dropped, not queued forever.
 MAX_BATCHES_IN_FLIGHT = 50
+# Stored without waiting for the disk: the broker has their acknowledgement already.
+ASYNCHRONOUS_KINDS = frozenset({"report", "telemetry"})
 
 
 @dataclass(frozen=True)
@@ -386,9 +395,12 @@ class Bridge:
         self._in_flight -= 1
 
     def _store(self, kind: str, sink: Callable[[Session, Any, datetime], Any], item: Any) -> None:
-        """Run a sink in its own transaction (on an executor's thread)."""
+        """Run a sink in its own transaction (on an executor's thread); reports and telemetry
+        commit without waiting for the disk (see the module's docstring)."""
         try:
             with unit_of_work(self.sessions) as session:
+                if kind in ASYNCHRONOUS_KINDS:
+                    session.execute(ASYNCHRONOUS_COMMIT)
                 sink(session, item, self.clock.now())
         except Exception:  # a bad message or a database hiccup must not stop the bridge
             self._count(f"failed.{kind}")

@@ -27,18 +27,25 @@ def publish_configuration(
     resend_after: timedelta,
 ) -> None:
     """Publish the version on its car's desired topic, retained with QoS 1, unless the car has
-    answered it or a newer version replaced it meanwhile; then queue the next re-send."""
+    answered it or a newer version replaced it meanwhile, and queue the next re-send.
+
+    The publication is noted (and the re-send queued) before the broker is asked, in the same
+    transaction, which a failed publication rolls back: once the broker has acknowledged, only
+    the commit is left, and the car's answer, which waits for this transaction's lock on the
+    version, is stored sooner.
+    """
     found = service.version_to_publish(session, int(payload["version_id"]))
     if found is None:
         return
     version, vin = found
     if publisher is None:
         raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
+    service.published(session, version, now=clock.now(), resend_after=resend_after)
+    session.flush()
     try:
         publisher.publish_desired(vin, service.manifest_payload(version))
     except PublishFailed as error:
         raise RetryLater(f"broker: {error}") from error
-    service.published(session, version, now=clock.now(), resend_after=resend_after)
     log.info("ota.published", vin=vin, version=version.version, times=version.publish_count)
 
 
