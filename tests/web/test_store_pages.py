@@ -18,6 +18,7 @@ from caas.core.settings import Settings
 from caas.ota.models import ConfigurationVersion
 from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
 from caas.store.models import Entitlement, Purchase, Schedule
+from caas.vehicles.models import Vehicle
 from tests.billing.conftest import PaymentSandbox, payment_sandbox, settings
 from tests.store.conftest import Owner, answer, offer, owner_of, run_relay, subscribed
 from tests.store.engine import Delivered, delivered, engine_keys, signing
@@ -140,6 +141,19 @@ def test_the_car_list_and_the_menu_lead_to_the_store(client: TestClient, owner: 
     assert f'href="/portal/cars/{owner.vehicle.vin}/store"' in car
     one_car = client.get("/portal/store", follow_redirects=False)
     assert (one_car.status_code, one_car.headers["location"]) == (303, store_url(owner))
+
+
+def test_with_two_cars_the_menu_asks_which_one(
+    db: Session, client: TestClient, owner: Owner, settings: Settings, clock: FixedClock
+) -> None:
+    second = born_car(db, settings=settings, now=clock.now())
+    db.get_one(Vehicle, second.vehicle_id).owner_customer_id = owner.customer.id
+    db.commit()
+    page = client.get("/portal/store", follow_redirects=False)
+    assert page.status_code == 200
+    assert f'href="/portal/cars/{owner.vehicle.vin}/store"' in page.text
+    assert f'href="/portal/cars/{second.vin}/store"' in page.text
+    assert "¿Para qué coche?" in text_of(page.text)
 
 
 def test_a_cart_is_quoted_paid_once_and_followed_until_active(
