@@ -99,6 +99,23 @@ def test_unknown_option_is_422_on_its_index(app_client: TestClient, db: Session)
     assert db.scalar(select(func.count(Sale.id))) == 0
 
 
+def test_an_option_without_the_option_it_needs_is_422_on_its_index(
+    app_client: TestClient, db: Session
+) -> None:
+    login(app_client, "sales.madrid@caas.example")
+    payload = sale_payload()
+    payload["plan"]["platform"] = "CIRRUS"
+    payload["plan"]["features"] = ["motorway_autopilot"]
+    response = close_sale(app_client, payload)
+    assert response.status_code == 422
+    assert (response.json()["field"], response.json()["code"]) == (
+        "plan.features.0",
+        "plan.feature_requires",
+    )
+    payload["plan"]["features"] = ["driver_assist", "motorway_autopilot"]
+    assert close_sale(app_client, payload, key="sale-key-0002").status_code == 201
+
+
 def test_dealer_sees_only_own_dealership_sales(
     app_client: TestClient, db: Session, clock: FixedClock
 ) -> None:

@@ -63,12 +63,31 @@ def plan_features(
             FeaturePrice.country == country,
         )
     ).all()
-    found = {feature.code: PricedFeature(feature, price.plan_net_minor) for feature, price in rows}
+    found = {
+        feature.code: PricedFeature(feature, price.plan_net_minor)
+        for feature, price in rows
+        if feature.active and (feature.countries is None or country in feature.countries)
+    }
     for index, code in enumerate(codes):
         if code not in found:
             raise InvalidInput(
                 f"{platform.name} has no option {code!r} sold in {country}",
                 field=f"plan.features.{index}",
+            )
+        feature = found[code].feature
+        missing = [needed for needed in feature.requires if needed not in codes]
+        if missing:
+            raise InvalidInput(
+                f"{feature.name} needs {', '.join(missing)} in the same plan",
+                field=f"plan.features.{index}",
+                code="plan.feature_requires",
+            )
+        clashing = [other for other in feature.conflicts if other in codes]
+        if clashing:
+            raise InvalidInput(
+                f"{feature.name} cannot be combined with {', '.join(clashing)}",
+                field=f"plan.features.{index}",
+                code="plan.feature_conflicts",
             )
     return [found[code] for code in codes]
 

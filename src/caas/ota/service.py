@@ -90,6 +90,7 @@ def catalog_features(session: Session, platform_id: int) -> list[CatalogFeature]
             category=feature.category,
             needs_hardware=feature.needs_hardware,
             parameters=dict(feature.parameters or {}),
+            min_software_version=feature.min_software_version,
         )
         for feature in catalog.platform_features(session, platform_id)
     ]
