@@ -97,6 +97,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "event.configuration.deferred": "The car waits to be parked to apply a configuration",
         "event.configuration.superseded": "A configuration replaced by a newer one",
         "event.configuration.manifest_refused": "The car refused a manifest not issued for it",
+        "event.configuration.features_changed": "The car switched options on or off by itself "
+        "(a window began or ended)",
     },
     "es": {
         "nav.my_cars": "Mis coches",
@@ -166,6 +168,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "event.configuration.deferred": "El coche espera a estar aparcado para aplicar una configuración",
         "event.configuration.superseded": "Una configuración sustituida por otra más reciente",
         "event.configuration.manifest_refused": "El coche rechazó un manifiesto que no era para él",
+        "event.configuration.features_changed": "El coche activó o desactivó opciones por sí "
+        "mismo (empezó o terminó un periodo)",
     },
 }
 
