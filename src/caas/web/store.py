@@ -931,10 +931,6 @@ def plan_page(
     return _plan_page(request, session, user, vin, now=clock.now())
 
 
-# The schedule's fields as the plan form names them.
-_PLAN_FIELDS: Final = {"card_token": "card_token", "offer_id": "offer_id"}
-
-
 @pages.post("/cars/{vin}/plan")
 def plan_option(
     request: Request,
@@ -992,7 +988,7 @@ def plan_option(
             vin,
             now=now,
             values=values,
-            errors=FormErrors.of(error, aliases=_PLAN_FIELDS),
+            errors=FormErrors.of(error),
             status_code=status,
         )
     flash(request, "store.flash.planned")
