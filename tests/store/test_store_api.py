@@ -16,10 +16,12 @@ from caas.core.clock import FixedClock
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
 from caas.store.models import Purchase
+from caas.store.read import store_view
 from tests.billing.conftest import PaymentSandbox, login
 from tests.store.conftest import Owner, answer, offer, owner_of, run_relay
 from tests.store.engine import Delivered, delivered, engine_keys, signing
 from tests.vehicles.support import born_car, deliver
+from tests.vehicles.test_twin_api import counting_queries
 
 __all__ = ["delivered", "engine_keys", "signing"]
 
@@ -256,3 +258,21 @@ def test_a_planned_window_starts_when_the_customer_chose(
     assert line["valid_from"].startswith("2026-02-14T09:00:00")
     assert line["valid_until"].startswith("2026-02-21T09:00:00")
     assert line["extends"] is False
+
+
+def test_the_store_is_read_in_a_fixed_number_of_queries(
+    db: Session, owner: Owner, clock: FixedClock
+) -> None:
+    def count() -> int:
+        with counting_queries(db) as statements:
+            store_view(
+                db, vehicle=owner.vehicle, customer=owner.customer, at=clock.now(), language="es"
+            )
+        return len(statements)
+
+    offer(db, owner.vehicle, "power_boost", "window", "1D")
+    few = count()
+    for kind, duration in (("window", "7D"), ("window", "1M"), ("subscription", "1M")):
+        offer(db, owner.vehicle, "winter_traction", kind, duration)
+    offer(db, owner.vehicle, "power_boost", "permanent")
+    assert count() == few
