@@ -128,4 +128,7 @@ def _ms(result: dict[str, Any], *keys: str) -> str:
 
 
 def print_table(table: Table) -> None:
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a file or a pipe: one line a row
+        console.width = max(console.width, 140)
+    console.print(table)
