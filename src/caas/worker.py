@@ -149,6 +149,9 @@ class Worker:
             threads=self.threads,
             express=express,
         )
+        from caas.store.jobs import start_chains
+
+        start_chains(self.relay.sessions, self.relay.clock)
         if self.bridge is not None:
             self.bridge.start()
         helpers = [

@@ -15,7 +15,9 @@ from caas.core.outbox import OutboxMessage, Relay, pending
 from caas.core.settings import Settings
 from caas.ota.service import PUBLISH_TOPIC
 from caas.store import sweep
+from caas.store.jobs import start_chains
 from caas.store.models import SweepCursor
+from caas.store.reminders import REMINDERS_TOPIC
 from caas.vehicles.models import Vehicle
 from caas.worker import build_handlers
 from tests.store.engine import Delivered, delivered, engine_keys, give, signing, versions
@@ -252,3 +254,13 @@ def _waiting_for_a_lock(database: CommittedDatabase) -> bool:
         )
     )
     return bool(waiting)
+
+
+def test_a_starting_worker_queues_the_window_sweep_and_the_reminders_once(
+    sessions: sessionmaker[Session], db: Session, clock: FixedClock
+) -> None:
+    start_chains(sessions, clock)
+    start_chains(sessions, clock)  # a second worker, or a restart
+    db.expire_all()
+    assert len(pending(db, sweep.SWEEP_TOPIC)) == 1
+    assert len(pending(db, REMINDERS_TOPIC)) == 1
