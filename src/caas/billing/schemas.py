@@ -104,7 +104,11 @@ class InvoiceSummary(BaseModel):
         description="Gap-free number per country series and year: series, year, sequence",
         examples=["ES-2026-000001"],
     )
-    kind: str = Field(description="advance (the deposit), final (the rest of the sale) or option (the store's options, renewals, occurrences, metered usage)", examples=["advance"])
+    kind: str = Field(
+        description="advance (the deposit), final (the rest of the sale) or option (the "
+        "store's options, renewals, occurrences, metered usage)",
+        examples=["advance"],
+    )
     issue_date: date = Field(description="Date of issue, in the seller's country")
     order_number: str | None = Field(
         description="Number of the order it belongs to", examples=["S2026-000001"]
