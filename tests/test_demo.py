@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,15 +19,26 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from caas.core.net import free_port
+from caas.demo_customers import DEMO_CUSTOMERS, Endpoints, Progress, prepare
 from caas.seed import COUNTRIES, DEALERSHIPS, DEMO_PASSWORD, STAFF
+from tests.e2e.conftest import World, world
 from tests.scratch import count_rows, scratch_database
+from tests.servers import wait_until
+
+__all__ = ["world"]
 
 CAAS = Path(sys.executable).with_name("caas")
 START_SECONDS = 90.0  # a deadline for busy machines; a quiet one starts in a few seconds
 STOP_SECONDS = 15.0
 HTTP_SECONDS = 15.0
+
+
+def count_rows_in(world: World, table: str) -> int:
+    with world.sessions() as session:
+        return int(session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 @dataclass
@@ -46,6 +58,22 @@ class DemoProcess:
 
     def log(self) -> str:
         return self.stderr.read_text()
+
+    def wait_for_customers(self) -> None:
+        started = time.monotonic()
+        """Every ready customer's car delivered and online, as demo.json says."""
+
+        def ready() -> bool:
+            customers = self.state["customers"]
+            return bool(customers) and all(c["vin"] and c["online"] for c in customers)
+
+        try:
+            wait_until(ready, timeout=START_SECONDS, interval=0.2)
+        except AssertionError:
+            raise AssertionError(
+                f"customers not ready after {time.monotonic() - started:.0f} s: "
+                f"{self.state['customers']}\n{self.printed()}\n{self.log()[-3000:]}"
+            ) from None
 
     def wait_until_ready(self) -> None:
         """Poll: the demo writes demo.json once every server listens, then /readyz answers."""
@@ -106,6 +134,7 @@ def start_demo(tmp_path: Path) -> Iterator[Any]:
                 demo.process.wait()
 
 
+@pytest.mark.timeout(240)  # two demos, one started twice, each preparing its customers
 def test_two_demos_run_side_by_side_stop_cleanly_and_keep_their_data(
     start_demo: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -134,14 +163,29 @@ def test_two_demos_run_side_by_side_stop_cleanly_and_keep_their_data(
         assert settings["public_url"] == f"http://127.0.0.1:{port}"
         assert settings["factory_url"] == urls["factory"]
         assert set(first.state["ports"].values()).isdisjoint(second.state["ports"].values())
+        # The ready customers' cars go through the whole journey in the background.
+        first.wait_for_customers()
+        vins = {c["email"]: c["vin"] for c in first.state["customers"]}
+        for customer in DEMO_CUSTOMERS:
+            assert f"{customer.email} (password {customer.password}), car delivered" in (
+                first.printed()
+            )
+        assert {c["country"] for c in first.state["customers"]} >= {"ES", "FR"}
         users = count_rows(first_db, "users")
-        assert users == len(DEALERSHIPS) + len(STAFF)
+        assert users == len(DEALERSHIPS) + len(STAFF) + len(DEMO_CUSTOMERS)
+        sales = count_rows(first_db, "sales")
+        assert sales == len(DEMO_CUSTOMERS)
 
         first.stop(signal.SIGINT)
 
         again = start_demo(first.data_dir, port=free_port(), database_url=first_db)
         again.wait_until_ready()
+        for vin in vins.values():
+            assert f"car delivered: {vin}" in again.printed()  # in the logins table at once
+        again.wait_for_customers()
+        assert {c["email"]: c["vin"] for c in again.state["customers"]} == vins
         assert count_rows(first_db, "users") == users
+        assert count_rows(first_db, "sales") == sales
         assert count_rows(first_db, "countries") == len(COUNTRIES)
         assert count_rows(first_db, "dealerships") == len(DEALERSHIPS)
 
@@ -171,3 +215,44 @@ def test_demo_without_database_url_runs_and_stops_its_embedded_postgres(
 
     demo.stop()
     assert not (data_dir / "pg" / "postmaster.pid").exists()
+
+
+def test_the_ready_customers_journey_is_walked_over_http_and_a_second_run_adds_nothing(
+    world: World,
+) -> None:
+    """The demo's journey driver against the suite's servers: the sale, the activation from the
+    e-mail, both payments, the factory at the express pace, a refused registration sent again
+    by the dealer, the delivery; then a second run finds the car delivered and does nothing."""
+    customer = DEMO_CUSTOMERS[0]
+    endpoints = Endpoints(platform=world.platform, payments=world.payments, factory=world.factory)
+
+    def activation_link(email: str) -> str | None:
+        for message in world.smtp.to(email):
+            found = re.search(r"\S+/activate\?token=[\w-]+", world.smtp.text_of(message))
+            if found:
+                return found.group(0)
+        return None
+
+    refusal = {"country": "ES", "reason": "domicilio no verificado", "field": "domicilio"}
+    httpx.post(f"{world.registry}/sim/reject-next", json=refusal).raise_for_status()
+    progress = Progress(customer)
+    vin = prepare(customer, endpoints, activation_link=activation_link, progress=progress)
+
+    assert len(vin) == 17
+    assert progress.done and progress.vin == vin
+    assert progress.registration_attempts == 1
+    assert "registration_rejected" in progress.steps
+    assert progress.steps[-4:] == ["registered", "delivery_scheduled", "in_transit", "delivered"]
+    with httpx.Client(base_url=world.platform) as client:
+        login = {"email": customer.email, "password": customer.password}
+        assert client.post("/api/v1/auth/login", json=login).status_code == 200
+        (purchase,) = client.get("/api/v1/me/file").json()["purchases"]
+        assert purchase["vin"] == vin and purchase["state"] == "delivered"
+        assert purchase["features"] == list(customer.features)
+    assert count_rows_in(world, "sales") == 1
+
+    again = Progress(customer)
+    assert prepare(customer, endpoints, activation_link=lambda _: None, progress=again) == vin
+    assert again.steps == ["delivered"]
+    assert count_rows_in(world, "sales") == 1
+    assert count_rows_in(world, "payments") == 2

@@ -17,6 +17,8 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -33,18 +35,33 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from caas.core.db import unit_of_work
 from caas.core.migrate import upgrade
 from caas.core.net import free_port
 from caas.core.settings import Settings
+from caas.demo_cars import DemoCars
+from caas.demo_customers import (
+    DEMO_CUSTOMERS,
+    DemoCustomer,
+    Endpoints,
+    Progress,
+    customer_logins,
+    delivered_cars,
+    prepare,
+)
 from caas.iot.local import LocalBroker, start_local_broker
 from caas.runtime import Runtime, StartupError, display_url, read_settings
 from caas.seed import DemoLogin
+from caas_sim.mail import MailCatcher
 
 HOST = "127.0.0.1"
 EMBEDDED_DATABASE = "caas"
 STATE_FILE = "demo.json"
 FACTORY_EVENTS_PATH = "/api/v1/factory/events"
 PAYMENT_EVENTS_PATH = "/api/v1/webhooks/payments"
+
+# How long a ready customer's delivered car may take to come online before the demo says so.
+ONLINE_SECONDS = 60.0
 
 TEST_CARDS = [
     ("4242 4242 4242 4242", "succeeds"),
@@ -152,18 +169,34 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         progress.print(f"[green]✓[/] Schema of {database} is up to date")
         with progress.status("Loading the demo data…"):
             logins = runtime.load_demo_data()
+            with unit_of_work(runtime.sessions) as session:
+                delivered = delivered_cars(session)
+            logins += customer_logins(delivered)
         progress.print("[green]✓[/] Demo data ready (a second run keeps it and adds nothing)")
 
         with progress.status("Starting the simulators, the worker and the web servers…"):
-            apps = _build_apps(runtime, options, ports, data_dir, stack, broker)
+            apps, catcher, cars = _build_apps(runtime, options, ports, data_dir, stack, broker)
             worker = runtime.create_worker()
             worker.start()
             stack.callback(worker.stop)
+        customers = ReadyCustomers(
+            Endpoints(platform=_http(ports.api), payments=urls.payments, factory=urls.factory),
+            catcher=catcher,
+            cars=cars,
+            screens=urls.cars,
+            console=console,
+            progress=progress,
+            on_change=lambda: _write_state(
+                data_dir / STATE_FILE, settings, ports, urls, logins, customers.state()
+            ),
+        )
+        customers.delivered.update(delivered)
 
         def ready() -> None:
-            _write_state(data_dir / STATE_FILE, settings, ports, urls, logins)
+            _write_state(data_dir / STATE_FILE, settings, ports, urls, logins, customers.state())
             stack.callback(_remove_state, data_dir / STATE_FILE)
             print_welcome(console, urls, logins, data_dir)
+            customers.start()
 
         servers = {name: (_server_for(app), sockets[name]) for name, app in apps.items()}
         try:
@@ -228,9 +261,127 @@ def logins_table(logins: list[DemoLogin], *, with_customers: bool = False) -> Ta
         table.add_row(login.role, login.email, login.password, login.note)
     if with_customers:
         table.add_row(
-            "customer", "the buyer's e-mail", "chosen on activation", "open the activation e-mail"
+            "customer",
+            "a new buyer's e-mail",
+            "chosen on activation",
+            "sell a car, then open the activation e-mail",
         )
     return table
+
+
+class ReadyCustomers:
+    """Walks the demo's ready customers through the journey in the background, with a live
+    progress line, and says when each car is delivered and online."""
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        catcher: MailCatcher,
+        cars: DemoCars,
+        screens: str,
+        console: Console,
+        progress: Console,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.endpoints = endpoints
+        self.catcher = catcher
+        self.cars = cars
+        self.screens = screens
+        self.console = console
+        self.progress = progress
+        self.on_change = on_change
+        self.delivered: dict[str, str] = {}
+        self.online: set[str] = set()
+        self.journeys = {customer.email: Progress(customer) for customer in DEMO_CUSTOMERS}
+        self.lock = threading.Lock()
+
+    def state(self) -> list[dict[str, Any]]:
+        """The ready customers for demo.json: login, country, and the car once delivered."""
+        with self.lock:
+            return [
+                {
+                    "email": customer.email,
+                    "password": customer.password,
+                    "name": customer.name,
+                    "country": customer.country,
+                    "platform": customer.platform,
+                    "plan_features": list(customer.features),
+                    "vin": self.delivered.get(customer.email),
+                    "online": self.delivered.get(customer.email) in self.online,
+                    "screen": f"{self.screens}/{self.delivered[customer.email]}"
+                    if customer.email in self.delivered
+                    else None,
+                    "store": f"/portal/cars/{self.delivered[customer.email]}/store"
+                    if customer.email in self.delivered
+                    else None,
+                }
+                for customer in DEMO_CUSTOMERS
+            ]
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="demo-customers", daemon=True).start()
+
+    def _run(self) -> None:
+        walkers = [
+            threading.Thread(target=self._walk, args=(customer,), daemon=True)
+            for customer in DEMO_CUSTOMERS
+        ]
+        for walker in walkers:
+            walker.start()
+        with self.progress.status(self._line()) as status:
+            while any(walker.is_alive() for walker in walkers):
+                status.update(self._line())
+                time.sleep(0.2)
+
+    def _line(self) -> str:
+        parts = []
+        for journey in self.journeys.values():
+            where = "ready" if journey.customer.email in self.online else journey.state
+            parts.append(f"{journey.customer.name}: {where.replace('_', ' ')}")
+        return "Preparing the demo customers' cars… " + " · ".join(parts)
+
+    def _walk(self, customer: DemoCustomer) -> None:
+        journey = self.journeys[customer.email]
+        try:
+            vin = prepare(
+                customer, self.endpoints, activation_link=self._activation_link, progress=journey
+            )
+        except Exception as error:  # noqa: BLE001 - one line for a person, the demo goes on
+            journey.state = "not ready"
+            self.console.print(
+                f"[red]✗[/] {customer.name}'s car could not be prepared: {error}", soft_wrap=True
+            )
+            return
+        with self.lock:
+            self.delivered[customer.email] = vin
+        self.on_change()
+        journey.state = "delivered, waiting for the car to come online"
+        deadline = time.monotonic() + ONLINE_SECONDS
+        while not self._online(vin) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        online = self._online(vin)
+        if online:
+            with self.lock:
+                self.online.add(vin)
+            self.on_change()
+        self.console.print(
+            f"[green]✓[/] Customer {customer.email} (password {customer.password}), "
+            f"car delivered: {vin}{'' if online else ' (not online yet)'}; "
+            f"its screen: {self.screens}/{vin}",
+            soft_wrap=True,
+        )
+
+    def _online(self, vin: str) -> bool:
+        fleet = self.cars.fleet
+        return vin in fleet and fleet.agent(vin).online
+
+    def _activation_link(self, email: str) -> str | None:
+        for message in reversed(self.catcher.to(email)):
+            for link in message.links:
+                if "/activate?token=" in link:
+                    return link
+        return None
 
 
 def _listen_on_ports(options: DemoOptions, stack: ExitStack) -> dict[str, socket.socket]:
@@ -337,8 +488,7 @@ def _build_apps(
     data_dir: Path,
     stack: ExitStack,
     broker: LocalBroker,
-) -> dict[str, FastAPI]:
-    from caas.demo_cars import DemoCars
+) -> tuple[dict[str, FastAPI], MailCatcher, DemoCars]:
     from caas.ota.service import signing_material
     from caas_sim import factory, mail, payments, registry
 
@@ -349,7 +499,8 @@ def _build_apps(
     catcher = mail.MailCatcher(host=HOST, smtp_port=ports.smtp, directory=data_dir / "mail")
     catcher.start()
     stack.callback(catcher.stop)
-    return {
+    cars = DemoCars(runtime, broker, signing.root_public_key)
+    apps = {
         "api": runtime.create_app(),
         "factory": factory.create_app(
             webhook_url=settings.public_url + FACTORY_EVENTS_PATH,
@@ -369,8 +520,9 @@ def _build_apps(
             webhook_secret=settings.payment_webhook_secret,
         ),
         "mail": mail.create_app(catcher),
-        "cars": DemoCars(runtime, broker, signing.root_public_key).create_app(),
+        "cars": cars.create_app(),
     }
+    return apps, catcher, cars
 
 
 def _server_for(app: FastAPI) -> DemoServer:
@@ -428,7 +580,12 @@ async def _serve(
 
 
 def _write_state(
-    path: Path, settings: Settings, ports: DemoPorts, urls: DemoUrls, logins: list[DemoLogin]
+    path: Path,
+    settings: Settings,
+    ports: DemoPorts,
+    urls: DemoUrls,
+    logins: list[DemoLogin],
+    customers: list[dict[str, Any]],
 ) -> None:
     """demo.json: where this demo listens, so a second terminal (or a test) can find it."""
     chosen = settings.model_dump(
@@ -452,6 +609,7 @@ def _write_state(
         "urls": asdict(urls),
         "settings": chosen,
         "logins": [asdict(login) for login in logins],
+        "customers": customers,
     }
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(state, indent=2) + "\n")

@@ -73,6 +73,12 @@ class Delivery(BaseModel):
     platform_status: int | None = Field(description="HTTP status, or null if it did not answer")
 
 
+class Pace(BaseModel):
+    stage_seconds: float = Field(
+        gt=0, le=3600, description="Seconds between two stages of this order from now on"
+    )
+
+
 class CarKey(BaseModel):
     """Simulator only: the key pair generated inside a car at the factory."""
 
@@ -100,10 +106,12 @@ async def _production_line(app: FastAPI) -> None:
     while True:
         try:
             now = utc_now()
-            if app.state.auto_advance:
-                for order in floor.due(now):
-                    with contextlib.suppress(NoMoreStages):
-                        floor.advance(order.order.order_id, now=now, auto_advance=True)
+            # Without auto-advance only orders given their own pace are ever due.
+            for order in floor.due(now):
+                with contextlib.suppress(NoMoreStages):
+                    floor.advance(
+                        order.order.order_id, now=now, auto_advance=app.state.auto_advance
+                    )
             for order_id in sender.owing(now):
                 await sender.deliver_owed(order_id, now=now)
         except asyncio.CancelledError:
@@ -271,6 +279,19 @@ def create_app(
         return Delivery(
             event=owed.event, delivered=owed.delivered, platform_status=owed.last_status
         )
+
+    @sim.post(
+        "/orders/{order_id}/pace",
+        response_model=FactoryOrderRead,
+        summary="Build this order at its own pace (a demo's express car), auto-advanced",
+        responses={404: {"model": FactoryError}},
+    )
+    async def pace(order_id: str, body: Pace) -> FactoryOrderRead:
+        _order(order_id)
+        order = floor.pace(order_id, body.stage_seconds, now=utc_now())
+        app.state.tick_seconds = min(app.state.tick_seconds, max(body.stage_seconds / 4, 0.01))
+        log.info("factory_sim.order_paced", order_id=order_id, stage_seconds=body.stage_seconds)
+        return order.read()
 
     @sim.post(
         "/replay/{order_id}",

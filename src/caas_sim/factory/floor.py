@@ -89,6 +89,11 @@ class SimOrder(BaseModel):
     factory_reference: str
     received_at: datetime
     next_stage_at: datetime | None = None
+    stage_seconds: float | None = Field(
+        default=None,
+        description="This order's own pace (a stage every so many seconds, auto-advanced even "
+        "when the factory is not); None: the factory's",
+    )
     car: BuiltCar | None = None
     events: list[OwedEvent] = Field(default_factory=list)
 
@@ -211,11 +216,23 @@ class FactoryFloor:
         owed = OwedEvent(event=event, next_attempt_at=now)
         order.events.append(owed)
         finished = sequence == len(STAGES)
-        order.next_stage_at = (
-            None if finished or not auto_advance else now + timedelta(seconds=self.stage_seconds)
-        )
+        paced = auto_advance or order.stage_seconds is not None
+        pace = order.stage_seconds or self.stage_seconds
+        order.next_stage_at = None if finished or not paced else now + timedelta(seconds=pace)
         self.save()
         return owed
+
+    def pace(self, order_id: str, stage_seconds: float, *, now: datetime) -> SimOrder:
+        """From now on the order moves one stage every `stage_seconds` (its next stage no later
+        than that from now), whatever the factory's own pace or auto-advance."""
+        order = self.state.orders[order_id]
+        order.stage_seconds = stage_seconds
+        if len(order.events) < len(STAGES):
+            soonest = now + timedelta(seconds=stage_seconds)
+            if order.next_stage_at is None or order.next_stage_at > soonest:
+                order.next_stage_at = soonest
+        self.save()
+        return order
 
     def flash(self, bundle: CarProvisioning) -> bool:
         """Flash the platform's bundle into the car it names; False when no such car was built
