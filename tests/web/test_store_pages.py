@@ -294,6 +294,8 @@ def test_pay_per_use_takes_a_monthly_cap_and_a_card_for_the_invoices_to_come(
     (purchase,) = purchases_of(db, owner)
     granted = db.scalars(select(Entitlement).where(Entitlement.purchase_id == purchase.id)).one()
     assert (granted.source, granted.spending_cap_minor) == ("metered", 4_990)
+    store = client.get(f"/portal/cars/{owner.vehicle.vin}/store")
+    assert "como máximo 49,90 € al mes" in text_of(store.text).replace("\xa0", " ")
 
 
 def test_a_cart_with_something_to_pay_is_not_bought_without_a_card(

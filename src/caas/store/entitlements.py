@@ -310,6 +310,8 @@ class OwnedOption:
     subscription_id: int | None
     # Whether the owner may switch it off and on now (`switch_refusal` is None).
     switchable: bool
+    # Pay per use: the owner's monthly spending cap (None: no cap, or not metered).
+    spending_cap_minor: int | None = None
 
 
 def owned_options(session: Session, vehicle: Vehicle, *, at: datetime) -> list[OwnedOption]:
@@ -339,6 +341,7 @@ def option_of(entitlement: Entitlement, *, at: datetime) -> OwnedOption:
         purchase_id=entitlement.purchase_id,
         subscription_id=entitlement.subscription_id,
         switchable=switch_refusal(entitlement, now=at) is None,
+        spending_cap_minor=entitlement.spending_cap_minor,
     )
 
 

@@ -98,6 +98,8 @@ class OwnedView:
     valid_until: datetime | None
     switchable: bool
     upcoming: bool
+    # Pay per use: the monthly spending cap the owner chose (None: none).
+    spending_cap_minor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ def _owned(
             valid_until=option.valid_until,
             switchable=option.switchable,
             upcoming=option.valid_from > now,
+            spending_cap_minor=option.spending_cap_minor,
         )
         for option in entitlements.owned_options(session, vehicle, at=now)
     ]
@@ -249,6 +252,7 @@ def _store_page(
         "model": _model_name(session, vehicle),
         "store": store,
         "owned": _owned(session, vehicle, names, now),
+        "currency": catalog.get_country(session, customer.country).currency,
         "subscriptions": _subscriptions(session, user, vehicle, names),
         "schedules": _schedules(session, user, vehicle, names, now),
         "today": _local_today(customer, now).isoformat(),
