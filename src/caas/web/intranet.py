@@ -76,7 +76,10 @@ def _sale_form_context(session: Session) -> dict[str, Any]:
     return {
         "countries": [(country.code, country.name) for country in countries],
         "platforms": [
-            PlatformChoice(platform, catalog.platform_features(session, platform.id))
+            PlatformChoice(
+                platform,
+                [f for f in catalog.platform_features(session, platform.id) if f.active],
+            )
             for platform in platforms
         ],
         "platform_options": [(platform.code, platform.name) for platform in platforms],
