@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from caas.catalog.models import Feature, Platform
 from caas.core.clock import FixedClock
 from caas.core.history import Actor
 from caas.core.outbox import Relay
@@ -252,3 +253,18 @@ def test_the_dealer_opens_the_file_of_their_own_customers_only(
     assert "Sale closed" in text_of(file_page.text)
     log_in(app_client, "sales.lyon@caas.example")
     assert app_client.get(f"/intranet/customers/{customer_id}").status_code == 404
+
+
+def test_the_sale_form_offers_no_option_withdrawn_from_the_catalog(
+    app_client: TestClient, db: Session
+) -> None:
+    log_in(app_client, DEALER)
+    box = 'name="plan.features.AURA" value="entertainment"'
+    assert box in app_client.get("/intranet/sales/new").text
+    aura = db.scalars(select(Platform).where(Platform.code == "AURA")).one()
+    feature = db.scalars(
+        select(Feature).where(Feature.platform_id == aura.id, Feature.code == "entertainment")
+    ).one()
+    feature.active = False
+    db.commit()
+    assert box not in app_client.get("/intranet/sales/new").text
