@@ -195,12 +195,13 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
         def ready() -> None:
             _write_state(data_dir / STATE_FILE, settings, ports, urls, logins, customers.state())
             stack.callback(_remove_state, data_dir / STATE_FILE)
+            stack.callback(customers.stop)  # before demo.json is removed
             print_welcome(console, urls, logins, data_dir)
             customers.start()
 
         servers = {name: (_server_for(app), sockets[name]) for name, app in apps.items()}
         try:
-            asyncio.run(_serve(servers, on_ready=ready))
+            asyncio.run(_serve(servers, on_ready=ready, on_stop=customers.stop))
         except SystemExit:  # uvicorn exits this way when an app's startup fails
             raise StartupError("a server failed to start (see the log above)") from None
         progress.print("Stopping…")
@@ -295,6 +296,18 @@ class ReadyCustomers:
         self.online: set[str] = set()
         self.journeys = {customer.email: Progress(customer) for customer in DEMO_CUSTOMERS}
         self.lock = threading.Lock()
+        self.writing = threading.Lock()  # one writer of demo.json at a time
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The demo stops: demo.json is no longer written, failures no longer reported."""
+        with self.writing:
+            self.stopped = True
+
+    def _changed(self) -> None:
+        with self.writing:
+            if not self.stopped:
+                self.on_change()
 
     def state(self) -> list[dict[str, Any]]:
         """The ready customers for demo.json: login, country, and the car once delivered."""
@@ -349,13 +362,15 @@ class ReadyCustomers:
             )
         except Exception as error:  # noqa: BLE001 - one line for a person, the demo goes on
             journey.state = "not ready"
+            if self.stopped:
+                return
             self.console.print(
                 f"[red]✗[/] {customer.name}'s car could not be prepared: {error}", soft_wrap=True
             )
             return
         with self.lock:
             self.delivered[customer.email] = vin
-        self.on_change()
+        self._changed()
         journey.state = "delivered, waiting for the car to come online"
         deadline = time.monotonic() + ONLINE_SECONDS
         while not self._online(vin) and time.monotonic() < deadline:
@@ -364,7 +379,7 @@ class ReadyCustomers:
         if online:
             with self.lock:
                 self.online.add(vin)
-            self.on_change()
+            self._changed()
         self.console.print(
             f"[green]✓[/] Customer {customer.email} (password {customer.password}), "
             f"car delivered: {vin}{'' if online else ' (not online yet)'}; "
@@ -537,13 +552,17 @@ def _server_for(app: FastAPI) -> DemoServer:
 
 
 async def _serve(
-    servers: dict[str, tuple[DemoServer, socket.socket]], *, on_ready: Callable[[], None]
+    servers: dict[str, tuple[DemoServer, socket.socket]],
+    *,
+    on_ready: Callable[[], None],
+    on_stop: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, or until one server stops; then stop them all."""
     loop = asyncio.get_running_loop()
     interrupted = False
 
     def stop_all() -> None:
+        on_stop()
         for server, _ in servers.values():
             server.should_exit = True
 
@@ -611,7 +630,7 @@ def _write_state(
         "logins": [asdict(login) for login in logins],
         "customers": customers,
     }
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{threading.get_ident()}.tmp")
     temporary.write_text(json.dumps(state, indent=2) + "\n")
     temporary.replace(path)
 
