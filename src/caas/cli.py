@@ -570,30 +570,52 @@ def bench_all(
     cars: BenchCars = 100,
     changes: Annotated[int, typer.Option(min=1, help="Configuration changes to make.")] = 200,
     seconds: Annotated[float, typer.Option(min=0.5, help="How long the cars send.")] = 5.0,
+    entitlements: Annotated[
+        int, typer.Option(min=1, help="Entitlements for the scheduler's sweep.")
+    ] = 100_000,
     out: Annotated[
         Path, typer.Option(dir_okay=False, help="Where both results are written as JSON.")
     ] = Path("bench/results/latest.json"),
 ) -> None:
-    """Both benchmarks with modest sizes (`make bench`): one table, and the results in `out`."""
+    """Every benchmark with modest sizes (`make bench`): one table, the results in `out`."""
     import json
     from datetime import UTC, datetime
 
     from caas.bench import ota, telemetry
     from caas.bench.report import Reporter, figures_table, ota_rows, print_table, telemetry_rows
+    from caas.bench.scheduler import run_scheduler_bench
 
     _bench_settings()
     with _startup_checks(), Reporter.on_stderr() as reporter:
         ota_result = ota.run(cars, changes, rate=50.0, reporter=reporter).as_json()
     with _startup_checks(), Reporter.on_stderr() as reporter:
         telemetry_result = telemetry.run(cars, seconds, rate=0.0, reporter=reporter).as_json()
+    with _startup_checks():
+        scheduler_result = run_scheduler_bench(
+            entitlements, progress=lambda step: print(step, file=sys.stderr)
+        )
     rows = [(f"ota: {name}", value, what) for name, value, what in ota_rows(ota_result)]
     rows += [
         (f"telemetry: {name}", value, what)
         for name, value, what in telemetry_rows(telemetry_result)
     ]
+    rows += [
+        ("scheduler: seconds", f"{scheduler_result['seconds']:,}", "one day's boundaries swept"),
+        (
+            "scheduler: boundaries_per_s",
+            f"{scheduler_result['boundaries_per_s']:,}",
+            f"of {scheduler_result['entitlements']:,.0f} entitlements",
+        ),
+        ("scheduler: peak_rss_mb", f"{scheduler_result['peak_rss_mb']:,}", "peak resident memory"),
+    ]
     print_table(figures_table("caas bench all", rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
-    results = {"measured_at": measured_at, "ota": ota_result, "telemetry": telemetry_result}
+    results = {
+        "measured_at": measured_at,
+        "ota": ota_result,
+        "telemetry": telemetry_result,
+        "scheduler": scheduler_result,
+    }
     out.write_text(json.dumps(results, indent=2) + "\n")
     _stderr().print(f"Results written to {out}")
