@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 15:21:12.961339
+Create Date: 2026-11-23 16:39:15.988897
 """
 
 from collections.abc import Sequence
@@ -203,6 +203,16 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "platform_id", "country", name=op.f("uq_platform_prices_platform_id_country")
         ),
+    )
+    op.create_table(
+        "vat_rates",
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("valid_from", sa.Date(), nullable=False),
+        sa.Column("rate_bp", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_vat_rates_country_countries")
+        ),
+        sa.PrimaryKeyConstraint("country", "valid_from", name=op.f("pk_vat_rates")),
     )
     op.create_table(
         "feature_prices",
@@ -1058,6 +1068,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_offers_feature_id"), table_name="offers")
     op.drop_table("offers")
     op.drop_table("feature_prices")
+    op.drop_table("vat_rates")
     op.drop_table("platform_prices")
     op.drop_table("features")
     op.drop_table("dealerships")

@@ -6,7 +6,7 @@ re-run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.models import Dealership, Role, User
 from caas.accounts.service import create_user
-from caas.catalog.models import Country, Feature, FeaturePrice, Platform, PlatformPrice
+from caas.catalog.models import Country, Feature, FeaturePrice, Platform, PlatformPrice, VatRate
 from caas.store.models import Offer
 from caas.store.offers import DEFAULT_APPLY_DEADLINE_SECONDS
 from caas.store.rules import DEFAULT_REFUND_POLICY, DEFAULT_TRIAL, DURATIONS
@@ -31,6 +31,8 @@ COUNTRIES = [
     ("IT", "Italia", "EUR", "it", 2200, 1000, "IT"),
     ("PT", "Portugal", "EUR", "pt", 2300, 1000, "PT"),
 ]
+# The day the seeded VAT rates (the column above) are in force from.
+VAT_VALID_FROM = date(2000, 1, 1)
 
 DEALERSHIPS = [
     # code, name, country, city, address, salesperson e-mail, salesperson name, language
@@ -293,6 +295,13 @@ def _load_catalog(session: Session) -> None:
                 "invoice_series": series,
             }
             for code, name, currency, language, vat, deposit, series in COUNTRIES
+        ],
+    )
+    session.execute(
+        insert(VatRate),
+        [
+            {"country": code, "valid_from": VAT_VALID_FROM, "rate_bp": vat}
+            for code, _, _, _, vat, _, _ in COUNTRIES
         ],
     )
     platform_ids = dict(

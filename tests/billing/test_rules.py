@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from stdnum.eu import vat
 
 from caas.billing import rules
@@ -140,3 +143,34 @@ def test_provider_keys_derive_from_the_payment_and_never_repeat_across_payments(
     assert first != second
     assert rules.provider_key(first, "capture") == rules.provider_key(first, "capture")
     assert rules.provider_key(first, "capture") != rules.provider_key(first, "authorise")
+
+
+_RATES = st.sampled_from([0, 400, 550, 1000, 1900, 2000, 2100, 2200, 2300])
+_NETS = st.integers(min_value=-10_000_000, max_value=10_000_000)
+
+
+@given(net=_NETS, rate=_RATES)
+def test_property_vat_per_line_is_the_exact_share_rounded_half_up(net: int, rate: int) -> None:
+    line = rules.priced_line("x", net, rate)
+    exact = Fraction(net * rate, 10_000)
+    # Within half a cent of the exact share, and exactly half a cent only when rounding away.
+    assert abs(line.vat_minor - exact) <= Fraction(1, 2)
+    if abs(line.vat_minor - exact) == Fraction(1, 2):
+        assert abs(line.vat_minor) > abs(exact)
+    assert line.gross_minor == net + line.vat_minor
+
+
+@given(lines=st.lists(st.tuples(_NETS, _RATES), min_size=1, max_size=30))
+def test_property_totals_equal_the_sum_of_their_lines(lines: list[tuple[int, int]]) -> None:
+    drafts = [rules.priced_line("x", net, rate) for net, rate in lines]
+    summed = rules.totals(drafts)
+    assert summed.net_minor == sum(d.net_minor for d in drafts)
+    assert summed.vat_minor == sum(d.vat_minor for d in drafts)
+    assert summed.gross_minor == sum(d.gross_minor for d in drafts)
+
+
+@given(gross=_NETS, rate=_RATES)
+def test_property_a_gross_splits_into_parts_that_add_back_to_it(gross: int, rate: int) -> None:
+    net, vat_part = rules.split_gross(gross, rate)
+    assert net + vat_part == gross
+    assert abs(net - Fraction(gross * 10_000, 10_000 + rate)) <= Fraction(1, 2)

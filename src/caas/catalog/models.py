@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,9 +19,21 @@ class Country(Base):
     currency: Mapped[str] = mapped_column(String(3))
     language: Mapped[str] = mapped_column(String(8))
     # Shares are basis points (2100 = 21 %): integers, so no float ever touches money.
+    # Today's VAT rate, shown in the catalog and kept in step by the seed; prices take the
+    # rate in force on their day from `vat_rates` (`caas.billing.vat.rate_at`).
     vat_rate_bp: Mapped[int]
     deposit_share_bp: Mapped[int]
     invoice_series: Mapped[str] = mapped_column(String(10))
+
+
+class VatRate(Base):
+    """A country's VAT rate from `valid_from` (a day in the country) until the next row's."""
+
+    __tablename__ = "vat_rates"
+
+    country: Mapped[str] = mapped_column(ForeignKey("countries.code"), primary_key=True)
+    valid_from: Mapped[date] = mapped_column(primary_key=True)
+    rate_bp: Mapped[int]
 
 
 class Platform(Base):

@@ -52,6 +52,7 @@ def create_quote(
     body: QuoteCreate,
     session: DbSession,
     user: Dealer,
+    clock: ClockDep,
     accept_language: Annotated[
         str | None,
         Header(
@@ -61,7 +62,7 @@ def create_quote(
         ),
     ] = None,
 ) -> QuoteRead:
-    priced = service.price_plan(session, country_code=body.country, plan=body.plan)
+    priced = service.price_plan(session, country_code=body.country, plan=body.plan, at=clock.now())
     return quote_read(priced, display_language(accept_language, user.language))
 
 

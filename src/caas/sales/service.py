@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from caas.accounts import service as accounts
 from caas.accounts.models import Dealership, Role, User
+from caas.billing import vat
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform
 from caas.core.errors import Conflict, NotFound
@@ -26,7 +27,8 @@ from caas.sales.schemas import CommercialPlan, CustomerIdentity
 NOTIFIED_STATES = frozenset(STATE_LABELS) - {"awaiting_deposit", "registering"}
 
 
-def price_plan(session: Session, *, country_code: str, plan: CommercialPlan) -> Quote:
+def price_plan(session: Session, *, country_code: str, plan: CommercialPlan, at: datetime) -> Quote:
+    """The plan's quote with the VAT rate in force in the country on the day of `at`."""
     country = catalog.get_country(session, country_code)
     platform = catalog.platform_by_code(session, plan.platform)
     base = catalog.platform_price(session, platform, country.code)
@@ -48,7 +50,7 @@ def price_plan(session: Session, *, country_code: str, plan: CommercialPlan) -> 
     return quote(
         lines,
         currency=country.currency,
-        vat_rate_bp=country.vat_rate_bp,
+        vat_rate_bp=vat.rate_at(session, country.code, at),
         deposit_share_bp=country.deposit_share_bp,
     )
 
@@ -110,7 +112,7 @@ def create_sale(
     if salesperson.dealership_id is None:
         raise Conflict("this salesperson has no dealership", code="sale.no_dealership")
     country = catalog.get_country(session, identity.country)
-    priced = price_plan(session, country_code=country.code, plan=plan)
+    priced = price_plan(session, country_code=country.code, plan=plan, at=now)
     platform = catalog.platform_by_code(session, plan.platform)
     customer, is_new = _find_or_create_customer(
         session, identity=identity, country=country, now=now

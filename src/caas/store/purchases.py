@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from caas.accounts.models import User
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
+from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import (
     PaymentProvider,
@@ -206,7 +207,7 @@ def quote(
             )
     facts = eligibility.car_facts(session, vehicle, at=at)
     names = {code: catalog.feature_text(f, language)[0] for code, f in facts.platform.items()}
-    vat_rate_bp = catalog.get_country(session, customer.country).vat_rate_bp
+    vat_rate_bp = vat.rate_at(session, customer.country, at)
     lines: list[QuotedLine] = []
     for index, (item, offer) in enumerate(zip(items, offers, strict=True)):
         feature = features[offer.feature_id]

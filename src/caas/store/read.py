@@ -9,9 +9,9 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from caas.billing import vat
 from caas.billing.invoices import invoice_of_payment
 from caas.billing.models import Payment
-from caas.catalog import service as catalog
 from caas.core.money import Money
 from caas.core.schemas import MoneyRead
 from caas.ota.models import ConfigurationVersion
@@ -81,7 +81,7 @@ def store_view(
     facts = eligibility.car_facts(session, vehicle, at=at)
     features = list(facts.platform.values())
     names = {feature.code: offers.feature_text(feature, language)[0] for feature in features}
-    vat_rate_bp = catalog.get_country(session, customer.country).vat_rate_bp
+    vat_rate_bp = vat.rate_at(session, customer.country, at)
     on_sale: dict[int, list[OfferRead]] = {feature.id: [] for feature in features}
     by_id = {feature.id: feature for feature in features}
     for offer in offers.offers_for(session, list(by_id), customer.country):

@@ -41,9 +41,10 @@ from caas.accounts.deps import actor_of
 from caas.accounts.models import User
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
+from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
-from caas.catalog.models import Country, Feature
+from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, InvalidInput, NotFound
 from caas.core.history import Actor, record
@@ -292,14 +293,20 @@ def _move(
 
 
 def _lines(
-    session: Session, offer: Offer, feature: Feature, customer: Customer, occurrence: Occurrence
+    session: Session,
+    offer: Offer,
+    feature: Feature,
+    customer: Customer,
+    occurrence: Occurrence,
+    *,
+    now: datetime,
 ) -> list[billing_rules.LineDraft]:
-    """The offer's price per started day with the VAT of the customer's country."""
+    """The offer's price per started day with the VAT in force in the customer's country."""
     days = started_days(occurrence.starts_at, occurrence.ends_at)
-    country = session.get_one(Country, customer.country)
+    rate = vat.rate_at(session, customer.country, now)
     starts = f"{occurrence.starts_at:%Y-%m-%d %H:%M} UTC"
     description = f"{feature_name(feature, customer)}: {days} day(s) from {starts}"
-    return [billing_rules.priced_line(description, offer.net_minor * days, country.vat_rate_bp)]
+    return [billing_rules.priced_line(description, offer.net_minor * days, rate)]
 
 
 def _begin_payment(
@@ -314,7 +321,7 @@ def _begin_payment(
         session,
         customer_id=customer.id,
         kind="occurrence",
-        lines=_lines(session, offer, feature, customer, occurrence),
+        lines=_lines(session, offer, feature, customer, occurrence, now=now),
         currency=offer.currency,
         country=customer.country,
         payment_method=schedule.payment_method,

@@ -38,9 +38,10 @@ from caas.accounts.deps import actor_of
 from caas.accounts.models import User
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
+from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
-from caas.catalog.models import Country, Feature
+from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, NotFound
 from caas.core.history import Actor, record
@@ -163,12 +164,12 @@ def plan_due_renewals(session: Session, *, until: datetime, now: datetime) -> in
 
 
 def _renewal_lines(
-    session: Session, offer: Offer, feature: Feature, customer: Customer
+    session: Session, offer: Offer, feature: Feature, customer: Customer, *, now: datetime
 ) -> list[billing_rules.LineDraft]:
-    """The offer's current price with the VAT of the customer's country."""
-    country = session.get_one(Country, customer.country)
+    """The offer's current price with the VAT in force today in the customer's country."""
+    rate = vat.rate_at(session, customer.country, now)
     description = f"{feature_name(feature, customer)}: subscription renewal ({offer.duration})"
-    return [billing_rules.priced_line(description, offer.net_minor, country.vat_rate_bp)]
+    return [billing_rules.priced_line(description, offer.net_minor, rate)]
 
 
 # Eligibility reasons a renewal names in its message; any other is "not_eligible".
@@ -224,7 +225,7 @@ def attempt_renewal(
         session,
         customer_id=customer.id,
         kind="renewal",
-        lines=_renewal_lines(session, offer, feature, customer),
+        lines=_renewal_lines(session, offer, feature, customer, now=now),
         currency=offer.currency,
         country=customer.country,
         payment_method=subscription.payment_method,

@@ -176,7 +176,9 @@ def create_sale(
             values[key] = [str(code) for code in form.getlist(key)]
     body = _sale_input(values, form)
     if values.get("action") == "quote":
-        return _show_quote(request, session, values, body, language_of(request, user))
+        return _show_quote(
+            request, session, values, body, language_of(request, user), at=clock.now()
+        )
     now = clock.now()
     try:
         sale_create = SaleCreate.model_validate(body)
@@ -216,13 +218,15 @@ def _show_quote(
     values: FormValues,
     body: dict[str, Any],
     language: str,
+    *,
+    at: datetime,
 ) -> Response:
     """The quote of the plan without closing the sale (the page's button without JavaScript)."""
     try:
         plan = QuoteCreate.model_validate(
             {"country": body["customer"]["country"], "plan": body["plan"]}
         )
-        priced = sales.price_plan(session, country_code=plan.country, plan=plan.plan)
+        priced = sales.price_plan(session, country_code=plan.country, plan=plan.plan, at=at)
     except (ValidationError, CaasError) as error:
         errors = FormErrors.of(error, aliases={"country": "customer.country"})
         return _render_sale_form(request, session, values, errors=errors, status_code=422)
