@@ -16,6 +16,7 @@ from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
 from caas.store.api import router as store_router
+from caas.store.metering_api import router as metering_router
 from caas.store.offers_api import router as offers_router
 from caas.store.options_api import router as options_router
 from caas.store.time_api import router as store_time_router
@@ -43,3 +44,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(options_router)
     app.include_router(offers_router)
     app.include_router(store_time_router)
+    app.include_router(metering_router)

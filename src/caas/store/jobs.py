@@ -35,9 +35,10 @@ def time_handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
     """Every store topic with the function that delivers it."""
-    from caas.store import purchases, sweep
+    from caas.store import metering, purchases, sweep
 
     topics: dict[str, Handler] = {}
+    topics.update(metering.handlers(settings, clock))
     topics.update(sweep.handlers(clock))
     topics.update(purchases.handlers(settings, clock))
     topics.update(time_handlers(settings, clock))
@@ -49,12 +50,13 @@ def start_chains(sessions: sessionmaker[Session], clock: Clock) -> None:
     first grant queues them too, but a worker that starts on a database where they never ran
     (or whose chain was lost with a restored backup) starts them here. Idempotent; a database
     that is down now only delays it to the first grant or the next start."""
-    from caas.store import reminders, sweep
+    from caas.store import metering, reminders, sweep
 
     try:
         with unit_of_work(sessions) as session:
             now = clock.now()
             sweep.start_sweeping(session, now=now)
             reminders.start_reminding(session, now=now)
+            metering.start_metering(session, now=now)
     except SQLAlchemyError as error:
         log.warning("store.chains_not_started", error=str(error))

@@ -28,7 +28,7 @@ from caas.core.idempotency import check_key
 from caas.notifications import service as notifications
 from caas.sales import service as sales
 from caas.sales.models import Customer
-from caas.store import entitlements, purchases, schedules, subscriptions
+from caas.store import entitlements, metering, purchases, schedules, subscriptions
 from caas.store.models import Purchase
 from caas.store.read import purchase_read, quote_read, store_view
 from caas.store.schemas import (
@@ -252,6 +252,9 @@ def _store_page(
         "model": _model_name(session, vehicle),
         "store": store,
         "owned": _owned(session, vehicle, names, now),
+        "metered_spent": metering.spent_by_feature(
+            metering.this_month(session, vehicle, customer, now=now)
+        ),
         "currency": catalog.get_country(session, customer.country).currency,
         "subscriptions": _subscriptions(session, user, vehicle, names),
         "schedules": _schedules(session, user, vehicle, names, now),

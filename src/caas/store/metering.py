@@ -1,0 +1,587 @@
+"""Pay per use: the cars' usage of metered options rated, capped and invoiced monthly.
+
+Usage events (`caas.vehicles.models.FeatureUsage`, stored once per VIN and sequence by the
+ingest) are rated by the unit price of the offer of the car's metered entitlement whose window
+covers the moment of use, summed per car, feature and month (the month of the customer's zone)
+and priced with the VAT of the customer's country, half up per line (`rules.price_line`).
+
+Two outbox chains, built like the reminders (`caas.store.reminders`):
+
+- `store.metering.caps` runs every few minutes over the cars whose usage arrived since the last
+  run (a `SweepCursor` keeps the position), so the car's ingest stays two statements. A car whose
+  month reaches its spending cap has its metered entitlement ended now and a new one granted
+  from the first of next month (the window sweep re-signs the car then), one new configuration,
+  and the customer told once per month.
+- `store.metering.month` runs on the first of each month and queues one charge per customer and
+  car with usage in the month before. Its payment's key is derived from customer, car and month,
+  so a second run (or a restarted worker) charges nothing twice; the card is the one kept on the
+  purchase of the metered option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import structlog
+from babel.numbers import format_currency, format_decimal
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from caas.accounts.models import User
+from caas.billing import rules as billing_rules
+from caas.billing import service as billing
+from caas.billing.models import Payment
+from caas.billing.provider import PaymentProvider, SandboxProvider
+from caas.catalog.models import Country, Feature
+from caas.core.clock import Clock
+from caas.core.history import Actor
+from caas.core.outbox import Handler, RetryLater, enqueue
+from caas.core.settings import Settings
+from caas.ota.service import request_configuration
+from caas.sales.models import Customer
+from caas.store import entitlements
+from caas.store.models import Entitlement, Offer, Purchase, SweepCursor
+from caas.store.offers import feature_text
+from caas.store.reminders import tell
+from caas.store.rules import PricedLine, price_line
+from caas.vehicles.models import FeatureUsage, Vehicle
+
+log = structlog.get_logger(__name__)
+
+ACTOR: Final = Actor.system("metering")
+CAPS_TOPIC: Final = "store.metering.caps"
+MONTH_TOPIC: Final = "store.metering.month"
+CHARGE_TOPIC: Final = "store.metering.charge"
+SETTLE_TOPIC: Final = "store.metering.settle"
+CAPS_CURSOR: Final = "metering_caps"
+# How often usage is checked against the caps: a few minutes over the cap at most.
+CHECK_EVERY: Final = timedelta(minutes=5)
+# The monthly run waits this long after midnight UTC of the 1st (every customer's zone is at or
+# east of UTC, so their month has ended) for the usage of cars that were offline.
+MONTH_GRACE: Final = timedelta(hours=6)
+# States of a metered entitlement whose window is charged for (a revoked one never reached
+# the car).
+RATED_STATES: Final = ("delivering", "active", "ended")
+UNIT_WORDS: Final = {
+    "en": {"hour": "hours", "km": "km", "activation": "activations"},
+    "es": {"hour": "horas", "km": "km", "activation": "activaciones"},
+    "fr": {"hour": "heures", "km": "km", "activation": "activations"},
+    "de": {"hour": "Stunden", "km": "km", "activation": "Aktivierungen"},
+    "it": {"hour": "ore", "km": "km", "activation": "attivazioni"},
+    "pt": {"hour": "horas", "km": "km", "activation": "ativações"},
+}
+
+
+@dataclass(frozen=True)
+class MeteredLine:
+    """One car's use of one metered feature in one month, rated and priced."""
+
+    vehicle_id: int
+    customer_id: int
+    feature_id: int
+    code: str
+    unit: str
+    quantity: Decimal
+    unit_price_minor: int
+    currency: str
+    priced: PricedLine
+    spending_cap_minor: int | None
+
+
+def zone_of(country: str) -> ZoneInfo:
+    return ZoneInfo(billing_rules.COUNTRY_ZONES.get(country, "UTC"))
+
+
+def month_of(moment: datetime, country: str) -> tuple[datetime, datetime]:
+    """The customer's calendar month holding `moment`, as [start, end) in UTC."""
+    local = moment.astimezone(zone_of(country))
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return start.astimezone(UTC), following.astimezone(UTC)
+
+
+def month_label(start: datetime, country: str) -> str:
+    return start.astimezone(zone_of(country)).strftime("%Y-%m")
+
+
+def rate(quantity: Decimal, unit_price_minor: int) -> int:
+    """Net of a quantity at a unit price, half up to the minor unit."""
+    return int((quantity * unit_price_minor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def rated_usage(
+    session: Session, vehicle_ids: Sequence[int], *, start: datetime, end: datetime
+) -> list[MeteredLine]:
+    """The cars' metered use in [start, end), one line per car, feature and unit price: each
+    event rated by the offer of the metered entitlement covering its moment (an event no
+    metered window covers is not charged). One statement whatever the number of cars."""
+    covered = and_(
+        Entitlement.code == FeatureUsage.feature,
+        Entitlement.source == "metered",
+        Entitlement.state.in_(RATED_STATES),
+        Entitlement.valid_from <= FeatureUsage.at,
+        or_(Entitlement.valid_until.is_(None), FeatureUsage.at < Entitlement.valid_until),
+    )
+    rows = session.execute(
+        select(
+            Vehicle.id,
+            Entitlement.customer_id,
+            Entitlement.feature_id,
+            Entitlement.code,
+            Offer.unit,
+            Offer.net_minor,
+            Offer.currency,
+            Country.vat_rate_bp,
+            func.max(Entitlement.spending_cap_minor),
+            func.sum(FeatureUsage.quantity),
+        )
+        .join(FeatureUsage, FeatureUsage.vin == Vehicle.vin)
+        .join(Entitlement, and_(Entitlement.vehicle_id == Vehicle.id, covered))
+        .join(Offer, and_(Offer.id == Entitlement.offer_id, Offer.unit == FeatureUsage.unit))
+        .join(Customer, Customer.id == Entitlement.customer_id)
+        .join(Country, Country.code == Customer.country)
+        .where(Vehicle.id.in_(vehicle_ids), FeatureUsage.at >= start, FeatureUsage.at < end)
+        .group_by(
+            Vehicle.id,
+            Entitlement.customer_id,
+            Entitlement.feature_id,
+            Entitlement.code,
+            Offer.unit,
+            Offer.net_minor,
+            Offer.currency,
+            Country.vat_rate_bp,
+        )
+        .order_by(Vehicle.id, Entitlement.code, Offer.net_minor)
+    ).all()
+    lines = []
+    for (
+        vehicle_id,
+        customer_id,
+        feature_id,
+        code,
+        unit,
+        price,
+        currency,
+        vat_bp,
+        cap,
+        total,
+    ) in rows:
+        # The car counts in floats; its sum is read at the precision it was sent with.
+        quantity = Decimal(repr(total)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+        lines.append(
+            MeteredLine(
+                vehicle_id=vehicle_id,
+                customer_id=customer_id or 0,  # joined to a customer: never None
+                feature_id=feature_id,
+                code=code,
+                unit=str(unit),
+                quantity=quantity.normalize(),
+                unit_price_minor=price,
+                currency=currency,
+                priced=price_line(rate(quantity, price), vat_bp),
+                spending_cap_minor=cap,
+            )
+        )
+    return lines
+
+
+def this_month(
+    session: Session, vehicle: Vehicle, customer: Customer, *, now: datetime
+) -> list[MeteredLine]:
+    """The running amount of the car's metered options this month (the customer's month)."""
+    start, end = month_of(now, customer.country)
+    return rated_usage(session, [vehicle.id], start=start, end=end)
+
+
+def spent_by_feature(lines: Iterable[MeteredLine]) -> dict[str, int]:
+    """Gross amount per feature code (a month may hold two prices of one feature)."""
+    spent: dict[str, int] = {}
+    for line in lines:
+        spent[line.code] = spent.get(line.code, 0) + line.priced.gross_minor
+    return spent
+
+
+# --- the spending cap ------------------------------------------------------------------------
+
+
+def enforce_caps(session: Session, vehicle_ids: Sequence[int], *, now: datetime) -> int:
+    """Switch off, until the first of next month, every metered option of these cars whose
+    month has reached its cap; returns how many were switched off."""
+    switched = 0
+    for vehicle_id in vehicle_ids:
+        capped = list(
+            session.scalars(
+                select(Entitlement).where(
+                    Entitlement.vehicle_id == vehicle_id,
+                    Entitlement.source == "metered",
+                    Entitlement.state == "active",
+                    Entitlement.spending_cap_minor.is_not(None),
+                    Entitlement.valid_from <= now,
+                    or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
+                )
+            )
+        )
+        if not capped:
+            continue
+        vehicle = session.get_one(Vehicle, vehicle_id)
+        reached = []
+        for entitlement in capped:
+            customer = session.get_one(Customer, entitlement.customer_id)
+            spent = spent_by_feature(this_month(session, vehicle, customer, now=now))
+            if spent.get(entitlement.code, 0) >= (entitlement.spending_cap_minor or 0):
+                reached.append((entitlement, customer, spent[entitlement.code]))
+        for entitlement, customer, amount in reached:
+            _pause_until_next_month(session, vehicle, entitlement, customer, amount, now=now)
+        if reached:
+            request_configuration(
+                session, vehicle, reason="metered.cap_reached", actor=ACTOR, now=now
+            )
+            switched += len(reached)
+    return switched
+
+
+def _pause_until_next_month(
+    session: Session,
+    vehicle: Vehicle,
+    entitlement: Entitlement,
+    customer: Customer,
+    amount_minor: int,
+    *,
+    now: datetime,
+) -> None:
+    start, next_month = month_of(now, customer.country)
+    entitlements.end(session, entitlement, at=now, actor=ACTOR, now=now)
+    feature = session.get_one(Feature, entitlement.feature_id)
+    entitlements.grant(
+        session,
+        vehicle=vehicle,
+        feature=feature,
+        source="metered",
+        valid_from=next_month,
+        valid_until=None,
+        customer_id=entitlement.customer_id,
+        offer_id=entitlement.offer_id,
+        purchase_id=entitlement.purchase_id,
+        spending_cap_minor=entitlement.spending_cap_minor,
+        actor=ACTOR,
+        now=now,
+    )
+    offer = session.get_one(Offer, entitlement.offer_id)
+    tell(
+        session,
+        customer,
+        kind="metered.cap_reached",
+        context={
+            "vin": vehicle.vin,
+            "feature": feature_text(feature, customer.language)[0],
+            "amount_minor": amount_minor,
+            "cap_minor": entitlement.spending_cap_minor,
+            "currency": offer.currency,
+            "back_on": next_month.isoformat(),
+        },
+        dedupe_key=f"metered.cap:{entitlement.id}:{month_label(start, customer.country)}",
+        now=now,
+    )
+
+
+def check_caps(session: Session, *, run: int, now: datetime) -> bool:
+    """Run `run` of the cap chain: the cars whose usage arrived since the last run checked, the
+    next run queued. False when the run is stale."""
+    cursor = _cursor(session, CAPS_CURSOR, now)
+    if cursor.runs != run:
+        return False
+    vehicle_ids = list(
+        session.scalars(
+            select(Vehicle.id)
+            .distinct()
+            .join(FeatureUsage, FeatureUsage.vin == Vehicle.vin)
+            .where(
+                FeatureUsage.received_at >= cursor.swept_until,
+                FeatureUsage.received_at < now,
+            )
+        )
+    )
+    switched = enforce_caps(session, vehicle_ids, now=now)
+    cursor.swept_until = now
+    cursor.runs = run + 1
+    _queue(
+        session,
+        CAPS_TOPIC,
+        {"run": cursor.runs},
+        f"{CAPS_TOPIC}:{cursor.runs}",
+        now + CHECK_EVERY,
+        now,
+    )
+    log.info("store.metering_caps", cars=len(vehicle_ids), switched_off=switched)
+    return True
+
+
+# --- the monthly invoice ---------------------------------------------------------------------
+
+
+def next_month_run(now: datetime) -> datetime:
+    """When the monthly run after `now` is due: the next first of a month (UTC) plus grace."""
+    first = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    due = first + MONTH_GRACE
+    return due if due > now else (first + timedelta(days=32)).replace(day=1) + MONTH_GRACE
+
+
+def start_metering(session: Session, *, now: datetime) -> None:
+    """Queue both chains unless they run already; idempotent (dedupe keys)."""
+    started = session.scalar(select(SweepCursor.runs).where(SweepCursor.name == CAPS_CURSOR))
+    if started is None:
+        # The position starts now, so the first run sees the usage that arrives before it.
+        _cursor(session, CAPS_CURSOR, now)
+        _queue(session, CAPS_TOPIC, {"run": 0}, f"{CAPS_TOPIC}:0", now + CHECK_EVERY, now)
+    due = next_month_run(now)
+    _queue(session, MONTH_TOPIC, {"due": due.isoformat()}, f"{MONTH_TOPIC}:{due:%Y-%m}", due, now)
+
+
+def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
+    """The monthly run due at `due`: one charge queued per customer and car with metered use
+    in the month before (its dedupe key makes a second run queue nothing), and the next run
+    queued. Returns how many charges it queued."""
+    month_end = due - MONTH_GRACE
+    month_start = (month_end - timedelta(days=1)).replace(day=1)
+    # The widest window any customer's zone can have (their months end at or before UTC's).
+    rows = session.execute(
+        select(Entitlement.vehicle_id, Entitlement.customer_id)
+        .distinct()
+        .join(Vehicle, Vehicle.id == Entitlement.vehicle_id)
+        .join(FeatureUsage, FeatureUsage.vin == Vehicle.vin)
+        .where(
+            Entitlement.source == "metered",
+            Entitlement.code == FeatureUsage.feature,
+            FeatureUsage.at >= month_start - timedelta(hours=14),
+            FeatureUsage.at < month_end,
+        )
+    ).all()
+    label = f"{month_start:%Y-%m}"
+    for vehicle_id, customer_id in rows:
+        key = f"metered:{customer_id}:{vehicle_id}:{label}"
+        payload = {"vehicle_id": vehicle_id, "customer_id": customer_id, "month": label}
+        _queue(session, CHARGE_TOPIC, payload, key, now, now)
+    following = next_month_run(due)
+    _queue(
+        session,
+        MONTH_TOPIC,
+        {"due": following.isoformat()},
+        f"{MONTH_TOPIC}:{following:%Y-%m}",
+        following,
+        now,
+    )
+    log.info("store.metering_month", month=label, charges=len(rows))
+    return len(rows)
+
+
+def invoice_lines(
+    lines: Sequence[MeteredLine], customer: Customer, session: Session
+) -> list[billing_rules.LineDraft]:
+    """One invoice line per feature and price: "Power boost, 37 hours × 1,50 €"."""
+    language = customer.language
+    locale = language if language in UNIT_WORDS else "en"
+    drafts = []
+    for line in lines:
+        feature = session.get_one(Feature, line.feature_id)
+        name = feature_text(feature, language)[0]
+        quantity = format_decimal(line.quantity, locale=locale)
+        unit = UNIT_WORDS[locale].get(line.unit, line.unit)
+        price = format_currency(Decimal(line.unit_price_minor) / 100, line.currency, locale=locale)
+        description = f"{name}, {quantity} {unit} × {price}"
+        drafts.append(
+            billing_rules.priced_line(description, line.priced.net_minor, line.priced.vat_rate_bp)
+        )
+    return drafts
+
+
+def _card(session: Session, vehicle_id: int, customer_id: int) -> str | None:
+    """The card kept on the newest purchase of a metered option of the car."""
+    return session.scalar(
+        select(Purchase.payment_method)
+        .join(Entitlement, Entitlement.purchase_id == Purchase.id)
+        .where(
+            Entitlement.vehicle_id == vehicle_id,
+            Entitlement.customer_id == customer_id,
+            Entitlement.source == "metered",
+            Purchase.payment_method.is_not(None),
+        )
+        .order_by(Purchase.id.desc())
+        .limit(1)
+    )
+
+
+def begin_month_charge(
+    session: Session, *, vehicle_id: int, customer_id: int, month: str, now: datetime
+) -> Payment | None:
+    """The payment of one car's metered use in `month` (YYYY-MM of the customer's zone),
+    started once whatever the number of calls (its key is the customer, car and month)."""
+    key = f"metered:{customer_id}:{vehicle_id}:{month}"
+    started = session.scalars(
+        select(Payment).where(Payment.customer_id == customer_id, Payment.idempotency_key == key)
+    ).first()
+    if started is not None:
+        return started  # usage that arrived after the month was invoiced is not charged twice
+    customer = session.get_one(Customer, customer_id)
+    year, number = (int(part) for part in month.split("-"))
+    local_start = datetime(year, number, 1, tzinfo=zone_of(customer.country))
+    start, end = month_of(local_start, customer.country)
+    lines = [
+        line
+        for line in rated_usage(session, [vehicle_id], start=start, end=end)
+        if line.customer_id == customer_id and line.priced.net_minor > 0
+    ]
+    card = _card(session, vehicle_id, customer_id)
+    if not lines or card is None:
+        return None
+    return billing.begin_store_payment(
+        session,
+        customer_id=customer_id,
+        kind="metered",
+        lines=invoice_lines(lines, customer, session),
+        currency=lines[0].currency,
+        country=customer.country,
+        payment_method=card,
+        idempotency_key=key,
+        actor=ACTOR,
+        now=now,
+        details={"vehicle_id": vehicle_id, "month": month},
+    )
+
+
+def settle_month_charge(
+    session: Session,
+    payment: Payment,
+    *,
+    card: str,
+    month: str,
+    provider: PaymentProvider,
+    now: datetime,
+) -> Payment:
+    """Authorise and capture (billing issues the invoice); a failure is told to the customer
+    once. Raises `RetryLater` while the provider has not answered."""
+    payment = billing.authorise_payment(
+        session, payment, payment_method=card, provider=provider, actor=ACTOR, now=now
+    )
+    if payment.state == "authorised":
+        payment = billing.capture_payment(session, payment, provider=provider, actor=ACTOR, now=now)
+    if payment.state == "failed":
+        customer = session.get_one(Customer, payment.customer_id)
+        tell(
+            session,
+            customer,
+            kind="metered.charge_failed",
+            context={
+                "amount_minor": payment.amount_minor,
+                "currency": payment.currency,
+                "month": month,
+            },
+            dedupe_key=f"metered.charge_failed:{payment.id}",
+            now=now,
+        )
+    elif payment.state not in ("captured",):
+        raise RetryLater(f"metered payment {payment.id} is {payment.state} at the provider")
+    return payment
+
+
+# --- the chains --------------------------------------------------------------------------------
+
+
+def _queue(
+    session: Session, topic: str, payload: dict[str, Any], key: str, at: datetime, now: datetime
+) -> None:
+    enqueue(session, topic=topic, payload=payload, dedupe_key=key, now=now, run_after=at)
+
+
+def _cursor(session: Session, name: str, now: datetime) -> SweepCursor:
+    session.execute(
+        insert(SweepCursor)
+        .values(name=name, swept_until=now, runs=0)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    return session.scalars(
+        select(SweepCursor)
+        .where(SweepCursor.name == name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
+    def caps(session: Session, payload: dict[str, Any]) -> None:
+        try:
+            check_caps(session, run=int(payload["run"]), now=clock.now())
+        except Exception as error:  # the chain must never stop
+            raise RetryLater(f"{type(error).__name__}: {error}") from error
+
+    def month(session: Session, payload: dict[str, Any]) -> None:
+        try:
+            invoice_month(session, due=datetime.fromisoformat(payload["due"]), now=clock.now())
+        except Exception as error:
+            raise RetryLater(f"{type(error).__name__}: {error}") from error
+
+    def charge(session: Session, payload: dict[str, Any]) -> None:
+        now = clock.now()
+        payment = begin_month_charge(
+            session,
+            vehicle_id=int(payload["vehicle_id"]),
+            customer_id=int(payload["customer_id"]),
+            month=str(payload["month"]),
+            now=now,
+        )
+        if payment is None or payment.state in ("captured", "failed"):
+            return
+        # The pending payment is committed with this job before the provider is called.
+        settle = {
+            "payment_id": payment.id,
+            "month": str(payload["month"]),
+            "card": _card(session, int(payload["vehicle_id"]), int(payload["customer_id"])),
+        }
+        _queue(session, SETTLE_TOPIC, settle, f"{SETTLE_TOPIC}:{payment.id}", now, now)
+
+    def settle(session: Session, payload: dict[str, Any]) -> None:
+        payment = session.get_one(Payment, int(payload["payment_id"]))
+        with SandboxProvider.from_settings(settings) as provider:
+            settle_month_charge(
+                session,
+                payment,
+                card=str(payload["card"]),
+                month=str(payload["month"]),
+                provider=provider,
+                now=clock.now(),
+            )
+
+    return {CAPS_TOPIC: caps, MONTH_TOPIC: month, CHARGE_TOPIC: charge, SETTLE_TOPIC: settle}
+
+
+@dataclass(frozen=True)
+class MonthUsage:
+    """What a car's metered options have cost so far this month."""
+
+    vin: str
+    month: str
+    currency: str
+    lines: list[MeteredLine]
+
+    @property
+    def gross_minor(self) -> int:
+        return sum(line.priced.gross_minor for line in self.lines)
+
+
+def usage_of(session: Session, *, user: User, vin: str, now: datetime) -> MonthUsage:
+    """The running amount of the owner's car this month (404 for anyone else)."""
+    vehicle = entitlements.owned_vehicle(session, user, vin)
+    customer = session.get_one(Customer, vehicle.owner_customer_id)
+    lines = [
+        line
+        for line in this_month(session, vehicle, customer, now=now)
+        if line.customer_id == customer.id
+    ]
+    start, _ = month_of(now, customer.country)
+    currency = lines[0].currency if lines else "EUR"
+    return MonthUsage(vehicle.vin, month_label(start, customer.country), currency, lines)
