@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -619,3 +620,48 @@ def bench_all(
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     _stderr().print(f"Results written to {out}")
+
+
+billing_app = typer.Typer(
+    help="The maker's money: the ledger beside the provider.", no_args_is_help=True
+)
+app.add_typer(billing_app, name="billing")
+
+RECONCILE_DIFFERENCES = 1
+
+
+@billing_app.command("reconcile")
+def billing_reconcile(
+    day: Annotated[
+        datetime | None,
+        typer.Option(
+            "--date", formats=["%Y-%m-%d"], help="UTC day (YYYY-MM-DD); every day when omitted."
+        ),
+    ] = None,
+) -> None:
+    """Compare the ledger's captures and refunds with the payment provider's settlement report;
+    print every difference, one per line. Exit code 0 when they match, 1 when they differ."""
+    import httpx
+
+    from caas.billing.reconcile import fetch_settlements, reconcile
+    from caas.core.db import unit_of_work
+    from caas.runtime import Runtime
+
+    settings = _settings()
+    when = day.date() if day is not None else None
+    try:
+        settlements = fetch_settlements(settings, day=when)
+    except httpx.HTTPError as error:
+        raise CommandFailed(f"the payment provider's settlement report: {error}") from None
+    with _startup_checks():
+        runtime = Runtime.connect(settings)
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            found = reconcile(session, settlements, day=when)
+    finally:
+        runtime.close()
+    for difference in found:
+        typer.echo(difference.describe())
+    if found:
+        raise typer.Exit(RECONCILE_DIFFERENCES)
+    typer.echo(f"The ledger matches the provider's {len(settlements)} settlements.")

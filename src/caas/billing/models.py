@@ -159,3 +159,66 @@ def _compare_invoice_triggers(
             _ExecuteWithUndo(IMMUTABLE_INVOICES_SQL, DROP_IMMUTABLE_INVOICES_SQL)
         )
     return PriorityDispatchResult.CONTINUE
+
+
+class LedgerEntry(Base):
+    """One line of a double-entry posting: money moved between two of the maker's accounts.
+
+    A posting (one `idempotency_key`) is several lines whose debits equal their credits; the
+    key is unique per line position, so a retried call posts nothing twice. Append-only: a
+    trigger refuses UPDATE and DELETE (a mistake is corrected by a new posting).
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", "position"),
+        Index("ix_ledger_entries_customer_account", "customer_id", "account"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int]
+    # authorisation | capture | void | refund | chargeback
+    kind: Mapped[str] = mapped_column(String(20))
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    reference: Mapped[str] = mapped_column(String(40), index=True)  # our payment reference
+    provider_ref: Mapped[str | None] = mapped_column(String(80))
+    account: Mapped[str] = mapped_column(String(120))
+    debit_minor: Mapped[int] = mapped_column(default=0)
+    credit_minor: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    posted_at: Mapped[datetime]
+
+
+# The ledger is append-only in the database itself, like the invoices.
+APPEND_ONLY_LEDGER_SQL = """
+CREATE FUNCTION refuse_ledger_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a ledger entry cannot be changed (% on %)', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'restrict_violation';
+END
+$$;
+CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION refuse_ledger_change();
+"""
+
+DROP_APPEND_ONLY_LEDGER_SQL = """
+DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries;
+DROP FUNCTION IF EXISTS refuse_ledger_change();
+"""
+
+
+@comparators.dispatch_for("schema", priority=DispatchPriority.LAST)
+def _compare_ledger_trigger(
+    autogen_context: Any, upgrade_ops: ops.UpgradeOps, _schemas: Any
+) -> PriorityDispatchResult:
+    """Autogenerate emits the ledger's trigger after the tables when the database lacks it."""
+    present = autogen_context.connection.execute(
+        text("SELECT 1 FROM pg_trigger WHERE tgname = 'ledger_entries_append_only'")
+    ).first()
+    if present is None:
+        upgrade_ops.ops.append(
+            _ExecuteWithUndo(APPEND_ONLY_LEDGER_SQL, DROP_APPEND_ONLY_LEDGER_SQL)
+        )
+    return PriorityDispatchResult.CONTINUE

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import Role, User
-from caas.billing import invoices, rules
+from caas.billing import invoices, ledger, rules
 from caas.billing.models import Invoice, Payment
 from caas.billing.provider import PaymentProvider, ProviderError, ProviderResult, ProviderTimeout
 from caas.core.errors import Conflict, Forbidden, NotFound
@@ -405,6 +405,10 @@ def _move(
             **(details or {}),
         },
     )
+    if to_state == "authorised":
+        ledger.post_authorisation(session, payment, now=now)
+    elif to_state == "voided":
+        ledger.post_void(session, payment, now=now)
 
 
 def _fail(
@@ -487,19 +491,19 @@ def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: da
     _move(session, payment, "captured", actor=actor, now=now)
     customer = session.get_one(Customer, payment.customer_id)
     if payment.sale_id is None:
-        _record_invoice(
-            session,
-            invoices.issue_for_store_payment(session, payment=payment, customer=customer, now=now),
-            payment,
-            actor=actor,
-            now=now,
+        invoice = invoices.issue_for_store_payment(
+            session, payment=payment, customer=customer, now=now
         )
+        _record_invoice(session, invoice, payment, actor=actor, now=now)
+        country = payment.invoice_country or customer.country
+        ledger.post_capture(session, payment, invoice, country=country, now=now)
         return
     sale = sales.lock_sale(session, payment.sale_id)
     invoice = invoices.issue_for_sale_payment(
         session, payment=payment, sale=sale, customer=customer, now=now
     )
     _record_invoice(session, invoice, payment, actor=actor, now=now)
+    ledger.post_capture(session, payment, invoice, country=customer.country, now=now)
     notify_user(
         session,
         user_id=customer.user_id,
@@ -600,6 +604,9 @@ def _record_refund(
     refunded_now = refunded_total - payment.refunded_minor
     payment.refunded_minor = refunded_total
     payment.updated_at = now
+    ledger.post_refund(
+        session, payment, amount_minor=refunded_now, refunded_total=refunded_total, now=now
+    )
     if refunded_total >= payment.amount_minor:
         _move(
             session,
