@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:49:10.702896
+Create Date: 2026-11-23 16:57:15.045625
 """
 
 from collections.abc import Sequence
@@ -666,9 +666,14 @@ def upgrade() -> None:
         sa.Column("buyer_national_id", sa.String(length=40), nullable=False),
         sa.Column("buyer_address", sa.Text(), nullable=False),
         sa.Column("order_number", sa.String(length=30), nullable=True),
+        sa.Column("corrects_id", sa.BigInteger(), nullable=True),
+        sa.Column("corrects_number", sa.String(length=30), nullable=True),
         sa.Column("net_minor", sa.Integer(), nullable=False),
         sa.Column("vat_minor", sa.Integer(), nullable=False),
         sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["corrects_id"], ["invoices.id"], name=op.f("fk_invoices_corrects_id_invoices")
+        ),
         sa.ForeignKeyConstraint(
             ["customer_id"], ["customers.id"], name=op.f("fk_invoices_customer_id_customers")
         ),
@@ -683,6 +688,7 @@ def upgrade() -> None:
             "series", "year", "sequence", name=op.f("uq_invoices_series_year_sequence")
         ),
     )
+    op.create_index(op.f("ix_invoices_corrects_id"), "invoices", ["corrects_id"], unique=False)
     op.create_index(op.f("ix_invoices_customer_id"), "invoices", ["customer_id"], unique=False)
     op.create_index(op.f("ix_invoices_sale_id"), "invoices", ["sale_id"], unique=False)
     op.create_table(
@@ -1080,6 +1086,7 @@ def downgrade() -> None:
     op.drop_table("ledger_entries")
     op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
     op.drop_index(op.f("ix_invoices_customer_id"), table_name="invoices")
+    op.drop_index(op.f("ix_invoices_corrects_id"), table_name="invoices")
     op.drop_table("invoices")
     op.drop_index(
         "ix_configuration_versions_waiting",

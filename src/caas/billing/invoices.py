@@ -53,11 +53,17 @@ def issue(
     now: datetime,
     sale: Sale | None = None,
     payment: Payment | None = None,
+    corrects: Invoice | None = None,
 ) -> Invoice:
-    """Number and write an invoice from its lines; the totals are the sums of the lines."""
+    """Number and write an invoice from its lines; the totals are the sums of the lines.
+
+    A credit note (`corrects` the invoice it refunds) is numbered in the country's credit
+    note series."""
     if not lines:
         raise ValueError("an invoice needs at least one line")
     series = catalog.get_country(session, country).invoice_series
+    if corrects is not None:
+        series = rules.credit_note_series(series)
     seller = rules.SELLERS[country]
     day = rules.issue_date(now, country)
     sequence = next_sequence(session, series=series, year=day.year)
@@ -72,7 +78,7 @@ def issue(
         sale_id=sale.id if sale else None,
         payment_id=payment.id if payment else None,
         language=customer.language,
-        currency=payment.currency if payment else (sale.currency if sale else "EUR"),
+        currency=_currency(payment, sale, corrects),
         issued_at=now,
         issue_date=day,
         seller_name=seller.name,
@@ -82,6 +88,8 @@ def issue(
         buyer_national_id=customer.national_id,
         buyer_address=_buyer_address(session, customer),
         order_number=sale.number if sale else None,
+        corrects_id=corrects.id if corrects else None,
+        corrects_number=corrects.number if corrects else None,
         net_minor=summed.net_minor,
         vat_minor=summed.vat_minor,
         gross_minor=summed.gross_minor,
@@ -102,6 +110,13 @@ def issue(
     )
     session.flush()
     return invoice
+
+
+def _currency(payment: Payment | None, sale: Sale | None, corrects: Invoice | None) -> str:
+    for source in (payment, corrects, sale):
+        if source is not None:
+            return source.currency
+    return "EUR"
 
 
 def _advances_invoiced(session: Session, sale_id: int) -> list[rules.InvoicedAdvance]:
@@ -207,3 +222,53 @@ def invoice_lines(session: Session, invoice_id: int) -> list[InvoiceLine]:
 
 def invoice_of_payment(session: Session, payment_id: int) -> Invoice | None:
     return session.scalars(select(Invoice).where(Invoice.payment_id == payment_id)).first()
+
+
+def _drafts(lines: list[InvoiceLine]) -> list[rules.LineDraft]:
+    return [
+        rules.LineDraft(line.description, line.net_minor, line.vat_rate_bp, line.vat_minor)
+        for line in lines
+    ]
+
+
+def issue_credit_note(
+    session: Session,
+    *,
+    payment: Payment,
+    refunded_before_minor: int,
+    refunded_now_minor: int,
+    now: datetime,
+) -> Invoice | None:
+    """The credit note of a refund of a captured payment: negative lines, in proportion to
+    the refund, referencing the payment's invoice (None when the payment has none)."""
+    invoice = invoice_of_payment(session, payment.id)
+    if invoice is None:
+        return None
+    customer = session.get_one(Customer, invoice.customer_id)
+    sale = session.get_one(Sale, invoice.sale_id) if invoice.sale_id is not None else None
+    country = payment.invoice_country or (sale.country if sale else customer.country)
+    lines = rules.credit_lines(
+        _drafts(invoice_lines(session, invoice.id)),
+        refunded_before_minor=refunded_before_minor,
+        refunded_now_minor=refunded_now_minor,
+        language=invoice.language,
+    )
+    return issue(
+        session,
+        kind=rules.CREDIT_NOTE_KIND,
+        customer=customer,
+        country=country,
+        lines=lines,
+        now=now,
+        sale=sale,
+        corrects=invoice,
+    )
+
+
+def credit_notes_of(session: Session, invoice_id: int) -> list[Invoice]:
+    """The credit notes that correct an invoice, oldest first."""
+    return list(
+        session.scalars(
+            select(Invoice).where(Invoice.corrects_id == invoice_id).order_by(Invoice.id)
+        )
+    )

@@ -69,7 +69,12 @@ class InvoiceCounter(Base):
 
 
 class Invoice(Base):
-    """An issued invoice: a legal document, never changed (a credit note corrects it)."""
+    """An issued invoice: a legal document, never changed (a credit note corrects it).
+
+    A credit note is an invoice of kind `credit_note` in its own series ("R" + the country's),
+    with negative lines, pointing at the invoice it corrects (`corrects_id`, and its number
+    kept on the row so the document renders from the row alone).
+    """
 
     __tablename__ = "invoices"
     __table_args__ = (UniqueConstraint("series", "year", "sequence"),)
@@ -79,7 +84,7 @@ class Invoice(Base):
     series: Mapped[str] = mapped_column(String(10))
     year: Mapped[int]
     sequence: Mapped[int]
-    kind: Mapped[str] = mapped_column(String(20))  # advance | final
+    kind: Mapped[str] = mapped_column(String(20))  # advance | final | option | credit_note
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"), index=True)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), unique=True)
@@ -94,6 +99,8 @@ class Invoice(Base):
     buyer_national_id: Mapped[str] = mapped_column(String(40))
     buyer_address: Mapped[str] = mapped_column(Text)
     order_number: Mapped[str | None] = mapped_column(String(30))
+    corrects_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+    corrects_number: Mapped[str | None] = mapped_column(String(30))
     net_minor: Mapped[int]
     vat_minor: Mapped[int]
     gross_minor: Mapped[int]

@@ -20,6 +20,9 @@ LABELS: dict[str, dict[str, str]] = {
         "advance": "Advance payment invoice",
         "final": "Invoice",
         "option": "Invoice",
+        "credit_note": "Credit note",
+        "corrects": "Corrects invoice",
+        "refunded": "Refunded to the card it was paid with.",
         "number": "Invoice number",
         "date": "Date of issue",
         "order": "Order",
@@ -41,6 +44,9 @@ LABELS: dict[str, dict[str, str]] = {
         "advance": "Factura de anticipo",
         "final": "Factura",
         "option": "Factura",
+        "credit_note": "Factura rectificativa (abono)",
+        "corrects": "Rectifica la factura",
+        "refunded": "Reembolsada en la tarjeta con la que se pagó.",
         "number": "Número de factura",
         "date": "Fecha de expedición",
         "order": "Pedido",
@@ -118,6 +124,9 @@ def render_invoice_pdf(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
         pdf.cell(
             0, 6, text(f"{words['order']}: {invoice.order_number}"), new_x="LMARGIN", new_y="NEXT"
         )
+    if invoice.corrects_number:
+        corrects = f"{words['corrects']}: {invoice.corrects_number}"
+        pdf.cell(0, 6, text(corrects), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
 
     top = pdf.get_y()
@@ -167,5 +176,6 @@ def render_invoice_pdf(invoice: Invoice, lines: list[InvoiceLine]) -> bytes:
         pdf.ln()
     pdf.ln(6)
     pdf.set_font("helvetica", "I", 9)
-    pdf.cell(0, 6, text(words["paid"]), new_x="LMARGIN", new_y="NEXT")
+    closing = words["refunded"] if invoice.corrects_number else words["paid"]
+    pdf.cell(0, 6, text(closing), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

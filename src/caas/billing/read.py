@@ -46,6 +46,7 @@ def invoice_summary(invoice: Invoice, locale: str) -> InvoiceSummary:
         id=invoice.id,
         number=invoice.number,
         kind=invoice.kind,
+        corrects_number=invoice.corrects_number,
         issue_date=invoice.issue_date,
         order_number=invoice.order_number,
         gross=_money(invoice.gross_minor, invoice, locale),

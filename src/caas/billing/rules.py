@@ -193,3 +193,76 @@ def final_lines(
             LineDraft(description, -advance.net_minor, advance.vat_rate_bp, -advance.vat_minor)
         )
     return lines
+
+
+# Credit notes: their own series per country, and the words of their lines.
+CREDIT_NOTE_KIND = "credit_note"
+_CREDIT = {
+    "en": "Refund: {description}",
+    "es": "Abono: {description}",
+}
+
+
+def credit_note_series(invoice_series: str) -> str:
+    """The series of a country's credit notes: "R" before its invoice series ("RES")."""
+    return f"R{invoice_series}"
+
+
+def _share_by_gross(lines: list[LineDraft], amount_minor: int) -> list[int]:
+    """`amount_minor` spread over the lines in proportion to their gross, in whole cents that
+    add up to it exactly (largest remainders get the leftover cents); a line's whole gross
+    when `amount_minor` is the invoice's."""
+    total = sum(line.gross_minor for line in lines)
+    if total == 0:
+        raise ValueError("cannot spread an amount over lines that add up to nothing")
+    exact = [line.gross_minor * amount_minor for line in lines]
+    shares = [numerator // total for numerator in exact]
+    leftover = amount_minor - sum(shares)
+    by_remainder = sorted(range(len(lines)), key=lambda i: exact[i] % total, reverse=True)
+    for index in by_remainder[:leftover]:
+        shares[index] += 1
+    return shares
+
+
+def _credited(line: LineDraft, gross_share: int) -> tuple[int, int]:
+    """Net and VAT of a line's credited gross: the line's own figures when all of it."""
+    if gross_share == line.gross_minor:
+        return line.net_minor, line.vat_minor
+    return split_gross(gross_share, line.vat_rate_bp)
+
+
+def credit_lines(
+    invoice_lines: list[LineDraft],
+    *,
+    refunded_before_minor: int,
+    refunded_now_minor: int,
+    language: str,
+) -> list[LineDraft]:
+    """The negative lines of a credit note for a refund of `refunded_now_minor` (gross) of an
+    invoice of which `refunded_before_minor` was refunded before.
+
+    Each line gets its share of the refund in proportion to its gross, split into net and VAT
+    at its own rate. The shares are taken of what is refunded so far, less what the earlier
+    notes took, so every note adds up to its refund and the notes of a full refund cancel the
+    invoice line by line, to the cent.
+    """
+    if refunded_now_minor <= 0:
+        raise ValueError("a credit note is for a positive refund")
+    refunded_after = refunded_before_minor + refunded_now_minor
+    before = _share_by_gross(invoice_lines, refunded_before_minor)
+    after = _share_by_gross(invoice_lines, refunded_after)
+    drafts = []
+    for line, share_before, share_after in zip(invoice_lines, before, after, strict=True):
+        if share_after == share_before:
+            continue
+        net_after, vat_after = _credited(line, share_after)
+        net_before, vat_before = _credited(line, share_before)
+        drafts.append(
+            LineDraft(
+                _words(_CREDIT, language).format(description=line.description),
+                -(net_after - net_before),
+                line.vat_rate_bp,
+                -(vat_after - vat_before),
+            )
+        )
+    return drafts

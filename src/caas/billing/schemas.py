@@ -105,9 +105,15 @@ class InvoiceSummary(BaseModel):
         examples=["ES-2026-000001"],
     )
     kind: str = Field(
-        description="advance (the deposit), final (the rest of the sale) or option (the "
-        "store's options, renewals, occurrences, metered usage)",
+        description="advance (the deposit), final (the rest of the sale), option (the "
+        "store's options, renewals, occurrences, metered usage) or credit_note (a refund: "
+        "negative lines, its own series R + country)",
         examples=["advance"],
+    )
+    corrects_number: str | None = Field(
+        default=None,
+        description="For a credit note, the number of the invoice it corrects",
+        examples=["ES-2026-000001"],
     )
     issue_date: date = Field(description="Date of issue, in the seller's country")
     order_number: str | None = Field(

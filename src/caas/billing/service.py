@@ -627,6 +627,17 @@ def _record_refund(
             event="payment.partially_refunded",
             details={"refunded_minor": refunded_now, "currency": payment.currency},
         )
+    # Every refund of captured money gets its credit note, once: a retry or a late provider
+    # event finds the refund already counted above and returns before this.
+    note = invoices.issue_credit_note(
+        session,
+        payment=payment,
+        refunded_before_minor=refunded_total - refunded_now,
+        refunded_now_minor=refunded_now,
+        now=now,
+    )
+    if note is not None:
+        _record_invoice(session, note, payment, actor=actor, now=now)
 
 
 # The provider's signed events.
