@@ -30,7 +30,6 @@ from zoneinfo import ZoneInfo
 import structlog
 from babel.numbers import format_currency, format_decimal
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import User
@@ -45,8 +44,8 @@ from caas.core.outbox import Handler, RetryLater, enqueue
 from caas.core.settings import Settings
 from caas.ota.service import request_configuration
 from caas.sales.models import Customer
-from caas.store import entitlements
-from caas.store.models import Entitlement, Offer, Purchase, SweepCursor
+from caas.store import chains, entitlements
+from caas.store.models import Entitlement, Offer, Purchase
 from caas.store.offers import feature_text
 from caas.store.reminders import tell
 from caas.store.rules import PricedLine, price_line
@@ -293,7 +292,7 @@ def _pause_until_next_month(
 def check_caps(session: Session, *, run: int, now: datetime) -> bool:
     """Run `run` of the cap chain: the cars whose usage arrived since the last run checked, the
     next run queued. False when the run is stale."""
-    cursor = _cursor(session, CAPS_CURSOR, now)
+    cursor = chains.locked_cursor(session, CAPS_CURSOR, start=now)
     if cursor.runs != run:
         return False
     vehicle_ids = list(
@@ -310,14 +309,7 @@ def check_caps(session: Session, *, run: int, now: datetime) -> bool:
     switched = enforce_caps(session, vehicle_ids, now=now)
     cursor.swept_until = now
     cursor.runs = run + 1
-    _queue(
-        session,
-        CAPS_TOPIC,
-        {"run": cursor.runs},
-        f"{CAPS_TOPIC}:{cursor.runs}",
-        now + CHECK_EVERY,
-        now,
-    )
+    chains.queue_run(session, CAPS_TOPIC, cursor.runs, at=now + CHECK_EVERY, now=now)
     log.info("store.metering_caps", cars=len(vehicle_ids), switched_off=switched)
     return True
 
@@ -334,11 +326,10 @@ def next_month_run(now: datetime) -> datetime:
 
 def start_metering(session: Session, *, now: datetime) -> None:
     """Queue both chains unless they run already; idempotent (dedupe keys)."""
-    started = session.scalar(select(SweepCursor.runs).where(SweepCursor.name == CAPS_CURSOR))
-    if started is None:
+    if not chains.started(session, CAPS_CURSOR):
         # The position starts now, so the first run sees the usage that arrives before it.
-        _cursor(session, CAPS_CURSOR, now)
-        _queue(session, CAPS_TOPIC, {"run": 0}, f"{CAPS_TOPIC}:0", now + CHECK_EVERY, now)
+        chains.locked_cursor(session, CAPS_CURSOR, start=now)
+        chains.queue_run(session, CAPS_TOPIC, 0, at=now + CHECK_EVERY, now=now)
     due = next_month_run(now)
     _queue(session, MONTH_TOPIC, {"due": due.isoformat()}, f"{MONTH_TOPIC}:{due:%Y-%m}", due, now)
 
@@ -496,20 +487,6 @@ def _queue(
     session: Session, topic: str, payload: dict[str, Any], key: str, at: datetime, now: datetime
 ) -> None:
     enqueue(session, topic=topic, payload=payload, dedupe_key=key, now=now, run_after=at)
-
-
-def _cursor(session: Session, name: str, now: datetime) -> SweepCursor:
-    session.execute(
-        insert(SweepCursor)
-        .values(name=name, swept_until=now, runs=0)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    return session.scalars(
-        select(SweepCursor)
-        .where(SweepCursor.name == name)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
 
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:

@@ -23,15 +23,15 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from caas.catalog.models import Country, Feature
 from caas.core.clock import Clock
-from caas.core.outbox import Handler, RetryLater, enqueue
+from caas.core.outbox import Handler, RetryLater
 from caas.maintenance import service as maintenance
 from caas.notifications.service import notify_user
 from caas.sales.models import Customer
+from caas.store import chains
 from caas.store.models import Entitlement, Offer, Subscription, SweepCursor
 from caas.store.offers import feature_text
 from caas.store.rules import COUNTING_STATES, price_line
@@ -204,42 +204,20 @@ def remind_maintenance(session: Session, *, now: datetime) -> int:
 # --- the self-rescheduling sweep -------------------------------------------------------------
 
 
-def _queue_run(session: Session, run: int, *, at: datetime, now: datetime) -> None:
-    enqueue(
-        session,
-        topic=REMINDERS_TOPIC,
-        payload={"run": run},
-        dedupe_key=f"{REMINDERS_TOPIC}:{run}",
-        now=now,
-        run_after=at,
-    )
-
-
 def start_reminding(session: Session, *, now: datetime) -> None:
     """Queue the sweep's first run unless the chain has started; cheap, safe to call from
     anywhere at any time (every subscription and trial needs it running: `grant` calls it).
     The first run comes `REMIND_EVERY` later, never on the way of the purchase that started
     the chain; nothing it reminds of is that close."""
-    started = session.scalar(select(SweepCursor.runs).where(SweepCursor.name == CURSOR))
-    if started is None:
-        _queue_run(session, 0, at=now + REMIND_EVERY, now=now)
+    if not chains.started(session, CURSOR):
+        chains.queue_run(session, REMINDERS_TOPIC, 0, at=now + REMIND_EVERY, now=now)
 
 
 def _cursor(session: Session, now: datetime) -> SweepCursor:
     """The cursor row (created the first time), locked until the commit. `swept_until` is
     when the cars' maintenance was last looked at: once a day is enough, from the day after
     the chain starts (the first run, at a car's first grant, stays quick)."""
-    session.execute(
-        insert(SweepCursor)
-        .values(name=CURSOR, swept_until=now, runs=0)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    return session.scalars(
-        select(SweepCursor)
-        .where(SweepCursor.name == CURSOR)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return chains.locked_cursor(session, CURSOR, start=now)
 
 
 def run_reminders(session: Session, *, run: int, now: datetime) -> bool:
@@ -259,7 +237,7 @@ def run_reminders(session: Session, *, run: int, now: datetime) -> bool:
         services = remind_maintenance(session, now=now)
         cursor.swept_until = now
     cursor.runs = run + 1
-    _queue_run(session, cursor.runs, at=now + REMIND_EVERY, now=now)
+    chains.queue_run(session, REMINDERS_TOPIC, cursor.runs, at=now + REMIND_EVERY, now=now)
     log.info(
         "store.reminded",
         trials=trials,

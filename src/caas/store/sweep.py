@@ -42,13 +42,13 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy import Row, func, literal, select, union_all, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from caas.core.clock import Clock
 from caas.core.history import Actor, record
-from caas.core.outbox import Handler, RetryLater, enqueue
+from caas.core.outbox import Handler, RetryLater
 from caas.ota.models import ConfigurationVersion
+from caas.store import chains
 from caas.store.models import Entitlement, SweepCursor
 from caas.store.rules import COUNTING_STATES, ENTITLEMENT
 from caas.vehicles.models import Vehicle
@@ -79,17 +79,7 @@ class SweepBatch:
 
 def _cursor(session: Session) -> SweepCursor:
     """The cursor row, created at `BEGINNING` the first time, locked until the commit."""
-    session.execute(
-        insert(SweepCursor)
-        .values(name=CURSOR, swept_until=BEGINNING, runs=0)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    return session.scalars(
-        select(SweepCursor)
-        .where(SweepCursor.name == CURSOR)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return chains.locked_cursor(session, CURSOR, start=BEGINNING)
 
 
 def _boundaries(
@@ -253,23 +243,11 @@ def sweep_batch(
     )
 
 
-def _queue_run(session: Session, run: int, *, at: datetime, now: datetime) -> None:
-    enqueue(
-        session,
-        topic=SWEEP_TOPIC,
-        payload={"run": run},
-        dedupe_key=f"{SWEEP_TOPIC}:{run}",
-        now=now,
-        run_after=at,
-    )
-
-
 def start_sweeping(session: Session, *, now: datetime) -> None:
     """Queue the sweep's first run unless the chain has started (the cursor exists); cheap
     enough for every grant, and safe to call from anywhere at any time."""
-    started = session.scalar(select(SweepCursor.runs).where(SweepCursor.name == CURSOR))
-    if started is None:
-        _queue_run(session, 0, at=now, now=now)
+    if not chains.started(session, CURSOR):
+        chains.queue_run(session, SWEEP_TOPIC, 0, at=now, now=now)
 
 
 def run_sweep(session: Session, *, run: int, now: datetime) -> SweepBatch | None:
@@ -281,7 +259,7 @@ def run_sweep(session: Session, *, run: int, now: datetime) -> SweepBatch | None
         return None
     done = sweep_batch(session, cursor, now=now)
     cursor.runs = run + 1
-    _queue_run(session, cursor.runs, at=done.next_run, now=now)
+    chains.queue_run(session, SWEEP_TOPIC, cursor.runs, at=done.next_run, now=now)
     if done.cars:
         log.info(
             "store.swept",
