@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final
@@ -742,11 +743,37 @@ def purchase_status(
 # --- the car's options: switches, subscriptions, schedules --------------------------------------
 
 
-def _command_failed(request: Request, error: CaasError) -> None:
-    flash(request, "store.flash.refused", tone="danger", reason=error.message)
-
-
-def _back_to_options(vin: str) -> Response:
+def _option_command(
+    request: Request,
+    session: Session,
+    user: User,
+    vin: str,
+    *,
+    values: FormValues,
+    operation: str,
+    body: dict[str, Any],
+    now: datetime,
+    act: Callable[[], dict[str, Any]],
+    done: str,
+) -> Response:
+    """Run one of the owner's commands on the car's options once per form key, then back to
+    the options with `done` flashed, or the refusal's reason (404 stays a 404)."""
+    try:
+        once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=operation,
+            request=body,
+            now=now,
+            act=act,
+        )
+    except CaasError as error:
+        if error.status == 404:
+            raise
+        flash(request, "store.flash.refused", tone="danger", reason=error.message)
+    else:
+        flash(request, done)
     return see_other(f"/portal/cars/{vin.upper()}/store#options")
 
 
@@ -771,23 +798,18 @@ def switch_option(
         )
         return {"enabled": enabled}
 
-    try:
-        once_per_form(
-            session,
-            user_id=user.id,
-            values=values,
-            operation=f"option.switch:{vin.upper()}:{entitlement_id}",
-            request={"enabled": enabled},
-            now=now,
-            act=act,
-        )
-    except CaasError as error:
-        if error.status == 404:
-            raise
-        _command_failed(request, error)
-        return _back_to_options(vin)
-    flash(request, "store.flash.switched_on" if enabled else "store.flash.switched_off")
-    return _back_to_options(vin)
+    return _option_command(
+        request,
+        session,
+        user,
+        vin,
+        values=values,
+        operation=f"option.switch:{vin.upper()}:{entitlement_id}",
+        body={"enabled": enabled},
+        now=now,
+        act=act,
+        done="store.flash.switched_on" if enabled else "store.flash.switched_off",
+    )
 
 
 @pages.post("/cars/{vin}/subscriptions/{subscription_id}/{command}")
@@ -813,23 +835,18 @@ def subscription_command(
         run(session, user=user, subscription_id=subscription_id, now=now)
         return {"command": command}
 
-    try:
-        once_per_form(
-            session,
-            user_id=user.id,
-            values=values,
-            operation=f"subscription.{command}:{subscription_id}",
-            request={},
-            now=now,
-            act=act,
-        )
-    except CaasError as error:
-        if error.status == 404:
-            raise
-        _command_failed(request, error)
-        return _back_to_options(vin)
-    flash(request, f"store.flash.subscription_{command}")
-    return _back_to_options(vin)
+    return _option_command(
+        request,
+        session,
+        user,
+        vin,
+        values=values,
+        operation=f"subscription.{command}:{subscription_id}",
+        body={},
+        now=now,
+        act=act,
+        done=f"store.flash.subscription_{command}",
+    )
 
 
 @pages.post("/cars/{vin}/schedules/{schedule_id}/cancel")
@@ -851,23 +868,18 @@ def cancel_schedule(
         schedules.cancel_schedule(session, user=user, schedule_id=schedule_id, now=now)
         return {"cancelled": schedule_id}
 
-    try:
-        once_per_form(
-            session,
-            user_id=user.id,
-            values=values,
-            operation=f"schedule.cancel:{schedule_id}",
-            request={},
-            now=now,
-            act=act,
-        )
-    except CaasError as error:
-        if error.status == 404:
-            raise
-        _command_failed(request, error)
-        return _back_to_options(vin)
-    flash(request, "store.flash.schedule_cancelled")
-    return _back_to_options(vin)
+    return _option_command(
+        request,
+        session,
+        user,
+        vin,
+        values=values,
+        operation=f"schedule.cancel:{schedule_id}",
+        body={},
+        now=now,
+        act=act,
+        done="store.flash.schedule_cancelled",
+    )
 
 
 # --- planning an option ahead, once or recurring ------------------------------------------------
@@ -999,7 +1011,7 @@ def plan_option(
             status_code=status,
         )
     flash(request, "store.flash.planned")
-    return _back_to_options(vin)
+    return see_other(f"/portal/cars/{vin.upper()}/store#options")
 
 
 router.include_router(pages)
