@@ -40,7 +40,6 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=80), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=False),
-        sa.Column("vat_rate_bp", sa.Integer(), nullable=False),
         sa.Column("deposit_share_bp", sa.Integer(), nullable=False),
         sa.Column("invoice_series", sa.String(length=10), nullable=False),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_countries")),

@@ -290,11 +290,10 @@ def _load_catalog(session: Session) -> None:
                 "name": name,
                 "currency": currency,
                 "language": language,
-                "vat_rate_bp": vat,
                 "deposit_share_bp": deposit,
                 "invoice_series": series,
             }
-            for code, name, currency, language, vat, deposit, series in COUNTRIES
+            for code, name, currency, language, _, deposit, series in COUNTRIES
         ],
     )
     session.execute(

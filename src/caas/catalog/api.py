@@ -30,8 +30,10 @@ CountryQuery = Annotated[
     summary="The public catalog: platform models, their options, plan and prices per country",
     responses=error_responses(422),
 )
-def list_platforms(session: DbSession, country: CountryQuery = None) -> list[PlatformRead]:
-    return read.price_list(session, country=country)
+def list_platforms(
+    session: DbSession, clock: ClockDep, country: CountryQuery = None
+) -> list[PlatformRead]:
+    return read.price_list(session, at=clock.now(), country=country)
 
 
 @router.get(

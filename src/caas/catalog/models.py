@@ -18,10 +18,8 @@ class Country(Base):
     name: Mapped[str] = mapped_column(String(80))
     currency: Mapped[str] = mapped_column(String(3))
     language: Mapped[str] = mapped_column(String(8))
-    # Shares are basis points (2100 = 21 %): integers, so no float ever touches money.
-    # Today's VAT rate, shown in the catalog and kept in step by the seed; prices take the
-    # rate in force on their day from `vat_rates` (`caas.billing.vat.rate_at`).
-    vat_rate_bp: Mapped[int]
+    # Shares are basis points (2100 = 21 %): integers, so no float ever touches money. The VAT
+    # rate is not here: it changes on given days (`vat_rates`, `caas.billing.vat.rate_at`).
     deposit_share_bp: Mapped[int]
     invoice_series: Mapped[str] = mapped_column(String(10))
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from caas.billing import vat
 from caas.catalog import service as catalog
 from caas.catalog.manuals import ManualModel
 from caas.catalog.models import Country, Feature, FeaturePrice, Platform, PlatformPrice
@@ -28,25 +30,26 @@ def manual_url(platform_code: str, language: str | None = None) -> str:
     return f"{url}?lang={language}" if language else url
 
 
-def _price(country: Country, net_minor: int) -> PriceRead:
+def _price(country: Country, net_minor: int, vat_rate_bp: int) -> PriceRead:
     locale = country.language
-    vat = percent_of(net_minor, country.vat_rate_bp)
+    vat = percent_of(net_minor, vat_rate_bp)
     return PriceRead(
         country=country.code,
         net=MoneyRead.of(Money(net_minor, country.currency), locale),
-        vat_rate_percent=f"{country.vat_rate_bp / 100:.2f}",
+        vat_rate_percent=f"{vat_rate_bp / 100:.2f}",
         vat=MoneyRead.of(Money(vat, country.currency), locale),
         total=MoneyRead.of(Money(net_minor + vat, country.currency), locale),
     )
 
 
-def price_list(session: Session, *, country: str | None = None) -> list[PlatformRead]:
-    """Every platform with its options, maintenance plan and prices (in `country` only, if
-    given; an unknown country is a 422 on `country`)."""
+def price_list(session: Session, *, at: datetime, country: str | None = None) -> list[PlatformRead]:
+    """Every platform with its options, maintenance plan and prices with the VAT in force
+    at `at` (in `country` only, if given; an unknown country is a 422 on `country`)."""
     if country is not None:
         countries = {country: catalog.get_country(session, country)}
     else:
         countries = {c.code: c for c in session.scalars(select(Country).order_by(Country.code))}
+    rates = {code: vat.rate_at(session, code, at) for code in countries}
     platforms = catalog.list_platforms(session)
     features = session.scalars(select(Feature).order_by(Feature.platform_id, Feature.name)).all()
     platform_prices: dict[int, list[PlatformPrice]] = defaultdict(list)
@@ -73,7 +76,7 @@ def price_list(session: Session, *, country: str | None = None) -> list[Platform
                 category=feature.category,
                 needs_hardware=feature.needs_hardware,
                 plan_prices=[
-                    _price(countries[p.country], p.plan_net_minor)
+                    _price(countries[p.country], p.plan_net_minor, rates[p.country])
                     for p in feature_prices[feature.id]
                 ],
             )
@@ -89,7 +92,7 @@ def price_list(session: Session, *, country: str | None = None) -> list[Platform
             ),
             prices=[
                 PlatformPriceRead(
-                    **_price(countries[p.country], p.net_minor).model_dump(),
+                    **_price(countries[p.country], p.net_minor, rates[p.country]).model_dump(),
                     maintenance_net=MoneyRead.of(
                         Money(p.maintenance_net_minor, countries[p.country].currency),
                         countries[p.country].language,

@@ -35,9 +35,10 @@ from sqlalchemy.orm import Session
 from caas.accounts.models import User
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
+from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
-from caas.catalog.models import Country, Feature
+from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.history import Actor
 from caas.core.outbox import Handler, RetryLater, enqueue
@@ -136,7 +137,7 @@ def rated_usage(
             Offer.unit,
             Offer.net_minor,
             Offer.currency,
-            Country.vat_rate_bp,
+            Customer.country,
             func.max(Entitlement.spending_cap_minor),
             func.sum(FeatureUsage.quantity),
         )
@@ -144,7 +145,6 @@ def rated_usage(
         .join(Entitlement, and_(Entitlement.vehicle_id == Vehicle.id, covered))
         .join(Offer, and_(Offer.id == Entitlement.offer_id, Offer.unit == FeatureUsage.unit))
         .join(Customer, Customer.id == Entitlement.customer_id)
-        .join(Country, Country.code == Customer.country)
         .where(Vehicle.id.in_(vehicle_ids), FeatureUsage.at >= start, FeatureUsage.at < end)
         .group_by(
             Vehicle.id,
@@ -154,10 +154,16 @@ def rated_usage(
             Offer.unit,
             Offer.net_minor,
             Offer.currency,
-            Country.vat_rate_bp,
+            Customer.country,
         )
         .order_by(Vehicle.id, Entitlement.code, Offer.net_minor)
     ).all()
+    # A month's use is charged at its end: the VAT in force on the month's last day.
+    last_moment = end - timedelta(microseconds=1)
+    rates = {
+        country: vat.rate_at(session, country, last_moment)
+        for country in {row.country for row in rows}
+    }
     lines = []
     for (
         vehicle_id,
@@ -167,7 +173,7 @@ def rated_usage(
         unit,
         price,
         currency,
-        vat_bp,
+        country,
         cap,
         total,
     ) in rows:
@@ -183,7 +189,7 @@ def rated_usage(
                 quantity=quantity.normalize(),
                 unit_price_minor=price,
                 currency=currency,
-                priced=price_line(rate(quantity, price), vat_bp),
+                priced=price_line(rate(quantity, price), rates[country]),
                 spending_cap_minor=cap,
             )
         )

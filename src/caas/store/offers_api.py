@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import CurrentUser, Operator, actor_of
 from caas.accounts.models import Role, User
+from caas.billing import vat
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform
 from caas.core.api import ClockDep, DbSession, error_responses
@@ -134,8 +136,11 @@ class OfferRead(BaseModel):
     active: bool = Field(description="On sale (false: withdrawn)")
 
 
-def offer_read(offer: Offer, feature: Feature, platform: Platform, country: Country) -> OfferRead:
-    priced = rules.price_line(offer.net_minor, country.vat_rate_bp)
+def offer_read(
+    offer: Offer, feature: Feature, platform: Platform, country: Country, vat_rate_bp: int
+) -> OfferRead:
+    """The offer as the API shows it, its gross with `vat_rate_bp` (the country's rate now)."""
+    priced = rules.price_line(offer.net_minor, vat_rate_bp)
     return OfferRead(
         id=offer.id,
         platform=platform.code,
@@ -145,7 +150,7 @@ def offer_read(offer: Offer, feature: Feature, platform: Platform, country: Coun
         duration=offer.duration,
         unit=offer.unit,
         net=MoneyRead.of(Money(offer.net_minor, offer.currency), country.language),
-        vat_rate_percent=f"{country.vat_rate_bp / 100:.2f}",
+        vat_rate_percent=f"{vat_rate_bp / 100:.2f}",
         gross=MoneyRead.of(Money(priced.gross_minor, offer.currency), country.language),
         refund_policy=offer.refund_policy,
         apply_deadline_seconds=offer.apply_deadline_seconds,
@@ -153,13 +158,14 @@ def offer_read(offer: Offer, feature: Feature, platform: Platform, country: Coun
     )
 
 
-def _read(session: Session, offer: Offer) -> dict[str, Any]:
+def _read(session: Session, offer: Offer, *, now: datetime) -> dict[str, Any]:
     feature = session.get(Feature, offer.feature_id)
     assert feature is not None
     platform = session.get(Platform, feature.platform_id)
     country = session.get(Country, offer.country)
     assert platform is not None and country is not None
-    return offer_read(offer, feature, platform, country).model_dump(mode="json")
+    rate = vat.rate_at(session, offer.country, now)
+    return offer_read(offer, feature, platform, country, rate).model_dump(mode="json")
 
 
 def _visible(offer: Offer, user: User) -> bool:
@@ -178,6 +184,7 @@ def list_offers(
     code: PlatformCode,
     feature_code: FeatureCodePath,
     session: DbSession,
+    clock: ClockDep,
     user: CurrentUser,
     country: Annotated[
         str | None,
@@ -187,8 +194,9 @@ def list_offers(
     platform = catalog.platform_or_404(session, code)
     feature = catalog.get_feature(session, platform, feature_code)
     countries = {c.code: c for c in session.scalars(select(Country))}
+    rates = {each: vat.rate_at(session, each, clock.now()) for each in countries}
     return [
-        offer_read(offer, feature, platform, countries[offer.country])
+        offer_read(offer, feature, platform, countries[offer.country], rates[offer.country])
         for offer in offers.offers_of_features(session, [feature.id])
         if _visible(offer, user) and country in (None, offer.country)
     ]
@@ -230,7 +238,7 @@ def create_offer(
             actor=actor_of(user),
             now=now,
         )
-        return _read(session, offer)
+        return _read(session, offer, now=now)
 
     response = once(
         session,
@@ -250,11 +258,13 @@ def create_offer(
     summary="One offer, with its net and gross price",
     responses=error_responses(401, 404, 422),
 )
-def get_offer(offer_id: OfferId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def get_offer(
+    offer_id: OfferId, session: DbSession, clock: ClockDep, user: CurrentUser
+) -> dict[str, Any]:
     offer = offers.get_offer(session, offer_id)
     if not _visible(offer, user):
         raise NotFound(f"no offer {offer_id}", code="offer.not_found", field="offer_id")
-    return _read(session, offer)
+    return _read(session, offer, now=clock.now())
 
 
 @router.patch(
@@ -280,7 +290,7 @@ def update_offer(
         offers.update_offer(
             session, offer, terms=body.terms(), active=body.active, actor=actor_of(user), now=now
         )
-        return _read(session, offer)
+        return _read(session, offer, now=now)
 
     return JSONResponse(
         once(

@@ -25,7 +25,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caas.catalog.models import Country, Feature
+from caas.billing import vat
+from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.outbox import Handler, RetryLater
 from caas.maintenance import service as maintenance
@@ -124,11 +125,10 @@ def remind_renewals(session: Session, *, now: datetime) -> int:
     period's end): what will be charged (the offer's price with the VAT of the customer's
     country) and when, and how to cancel."""
     rows = session.execute(
-        select(Subscription, Offer, Feature, Customer, Country.vat_rate_bp, Vehicle.vin)
+        select(Subscription, Offer, Feature, Customer, Vehicle.vin)
         .join(Offer, Offer.id == Subscription.offer_id)
         .join(Feature, Feature.id == Offer.feature_id)
         .join(Customer, Customer.id == Subscription.customer_id)
-        .join(Country, Country.code == Customer.country)
         .join(Vehicle, Vehicle.id == Subscription.vehicle_id)
         .where(
             Subscription.state == "active",
@@ -138,7 +138,9 @@ def remind_renewals(session: Session, *, now: datetime) -> int:
             Subscription.current_period_end <= now + RENEWAL_NOTICE,
         )
     ).all()
-    for subscription, offer, feature, customer, vat_rate_bp, vin in rows:
+    for subscription, offer, feature, customer, vin in rows:
+        # The renewal is priced with the VAT in force on its day.
+        renewal_vat = vat.rate_at(session, customer.country, subscription.current_period_end)
         tell(
             session,
             customer,
@@ -148,7 +150,7 @@ def remind_renewals(session: Session, *, now: datetime) -> int:
                 "vin": vin,
                 "renews_at": subscription.current_period_end.isoformat(),
                 # What the renewal will charge if the price stays as it is today.
-                "amount_minor": price_line(offer.net_minor, vat_rate_bp).gross_minor,
+                "amount_minor": price_line(offer.net_minor, renewal_vat).gross_minor,
                 "currency": offer.currency,
             },
             dedupe_key=f"reminder.renewal:{subscription.id}:{stamp(subscription.current_period_end)}",

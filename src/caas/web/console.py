@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import actor_of
 from caas.accounts.models import User
+from caas.billing import vat
 from caas.catalog import rules as catalog_rules
 from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform, PlatformPrice
@@ -128,13 +129,17 @@ def _platform_prices(
 
 
 @router.get("/catalog")
-def catalog_page(request: Request, session: DbSession, _: OperatorPage) -> Response:
+def catalog_page(
+    request: Request, session: DbSession, clock: ClockDep, _: OperatorPage
+) -> Response:
     countries = _countries(session)
     platforms = [
         _platform_prices(session, platform, countries)
         for platform in catalog.list_platforms(session)
     ]
-    context = {"countries": countries, "platforms": platforms}
+    now = clock.now()
+    vat_rates = {country.code: vat.rate_at(session, country.code, now) for country in countries}
+    context = {"countries": countries, "vat_rates": vat_rates, "platforms": platforms}
     return render(request, "operator/catalog.html", context)
 
 
