@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:57:15.045625
+Create Date: 2026-12-03 17:22:20.491293
 """
 
 from collections.abc import Sequence
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_broker_credentials")),
         sa.UniqueConstraint("vin", name=op.f("uq_broker_credentials_vin")),
     )
@@ -358,6 +359,58 @@ def upgrade() -> None:
         "ix_notifications_user_created", "notifications", ["user_id", "created_at"], unique=False
     )
     op.create_table(
+        "software_releases",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("platform_id", sa.Integer(), nullable=False),
+        sa.Column("version", sa.String(length=20), nullable=False),
+        sa.Column("notes", sa.Text(), nullable=False),
+        sa.Column("image_path", sa.String(length=300), nullable=False),
+        sa.Column("image_size", sa.BigInteger(), nullable=False),
+        sa.Column("image_sha256", sa.String(length=64), nullable=False),
+        sa.Column("signature", sa.String(length=100), nullable=True),
+        sa.Column("models", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("hardware", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("min_version", sa.String(length=20), nullable=True),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("created_by", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_software_releases_created_by_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["platform_id"],
+            ["platforms.id"],
+            name=op.f("fk_software_releases_platform_id_platforms"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_software_releases")),
+        sa.UniqueConstraint(
+            "platform_id", "version", name=op.f("uq_software_releases_platform_id_version")
+        ),
+    )
+    op.create_table(
+        "transfer_code_attempts",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=True),
+        sa.Column("vin", sa.String(length=17), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("succeeded", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_transfer_code_attempts_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer_code_attempts")),
+    )
+    op.create_index(
+        "ix_transfer_code_attempts_user_at",
+        "transfer_code_attempts",
+        ["user_id", "at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_transfer_code_attempts_vin_at", "transfer_code_attempts", ["vin", "at"], unique=False
+    )
+    op.create_table(
         "consents",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("customer_id", sa.Integer(), nullable=False),
@@ -369,6 +422,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consents")),
         sa.UniqueConstraint("customer_id", "purpose", name=op.f("uq_consents_customer_id_purpose")),
+    )
+    op.create_table(
+        "erasures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retained", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_erasures_customer_id_customers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_erasures")),
+        sa.UniqueConstraint("customer_id", name=op.f("uq_erasures_customer_id")),
     )
     op.create_table(
         "history",
@@ -399,6 +464,64 @@ def upgrade() -> None:
     op.create_index(
         "ix_history_subject", "history", ["subject_type", "subject_id", "id"], unique=False
     )
+    op.create_table(
+        "payment_methods",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("token", sa.String(length=80), nullable=False),
+        sa.Column("brand", sa.String(length=20), nullable=False),
+        sa.Column("last4", sa.String(length=4), nullable=False),
+        sa.Column("exp_month", sa.Integer(), nullable=True),
+        sa.Column("exp_year", sa.Integer(), nullable=True),
+        sa.Column("is_default", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_payment_methods_customer_id_customers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_methods")),
+        sa.UniqueConstraint(
+            "customer_id", "token", name=op.f("uq_payment_methods_customer_id_token")
+        ),
+    )
+    op.create_index(
+        op.f("ix_payment_methods_customer_id"), "payment_methods", ["customer_id"], unique=False
+    )
+    op.create_index(
+        "uq_payment_methods_one_default",
+        "payment_methods",
+        ["customer_id"],
+        unique=True,
+        postgresql_where=sa.text("is_default AND removed_at IS NULL"),
+    )
+    op.create_table(
+        "rollouts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("release_id", sa.Integer(), nullable=False),
+        sa.Column("waves", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("success_percent", sa.Integer(), nullable=False),
+        sa.Column("failure_percent", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("current_wave", sa.Integer(), nullable=False),
+        sa.Column("halt_reason", sa.String(length=200), nullable=True),
+        sa.Column("created_by", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("halted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_rollouts_created_by_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["release_id"],
+            ["software_releases.id"],
+            name=op.f("fk_rollouts_release_id_software_releases"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rollouts")),
+    )
+    op.create_index(op.f("ix_rollouts_release_id"), "rollouts", ["release_id"], unique=False)
     op.create_table(
         "sales",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -526,6 +649,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("reference", name=op.f("uq_payments_reference")),
     )
     op.create_index(op.f("ix_payments_customer_id"), "payments", ["customer_id"], unique=False)
+    op.create_index(
+        "ix_payments_failed",
+        "payments",
+        ["updated_at"],
+        unique=False,
+        postgresql_where=sa.text("state = 'failed'"),
+    )
     op.create_index(op.f("ix_payments_provider_ref"), "payments", ["provider_ref"], unique=False)
     op.create_index("ix_payments_sale_kind", "payments", ["sale_id", "kind"], unique=False)
     op.create_table(
@@ -587,6 +717,9 @@ def upgrade() -> None:
         sa.Column("built_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("state", sa.String(length=20), server_default="in_service", nullable=False),
+        sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("owner_since", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_customer_id"],
             ["customers.id"],
@@ -689,6 +822,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_invoices_corrects_id"), "invoices", ["corrects_id"], unique=False)
     op.create_index(op.f("ix_invoices_customer_id"), "invoices", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_invoices_issue_date"), "invoices", ["issue_date"], unique=False)
     op.create_index(op.f("ix_invoices_sale_id"), "invoices", ["sale_id"], unique=False)
     op.create_table(
         "ledger_entries",
@@ -726,6 +860,9 @@ def upgrade() -> None:
         op.f("ix_ledger_entries_payment_id"), "ledger_entries", ["payment_id"], unique=False
     )
     op.create_index(
+        op.f("ix_ledger_entries_posted_at"), "ledger_entries", ["posted_at"], unique=False
+    )
+    op.create_index(
         op.f("ix_ledger_entries_reference"), "ledger_entries", ["reference"], unique=False
     )
     op.create_table(
@@ -753,6 +890,73 @@ def upgrade() -> None:
         "maintenance_records",
         ["vehicle_id", "performed_at"],
         unique=False,
+    )
+    op.create_table(
+        "ownership_transfers",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("seller_customer_id", sa.Integer(), nullable=False),
+        sa.Column("buyer_customer_id", sa.Integer(), nullable=True),
+        sa.Column("dealership_id", sa.Integer(), nullable=True),
+        sa.Column("created_by_user_id", sa.Integer(), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=True),
+        sa.Column("code_expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("registry_state", sa.String(length=20), nullable=False),
+        sa.Column("registry_answer", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["buyer_customer_id"],
+            ["customers.id"],
+            name=op.f("fk_ownership_transfers_buyer_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_ownership_transfers_created_by_user_id_users"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["dealership_id"],
+            ["dealerships.id"],
+            name=op.f("fk_ownership_transfers_dealership_id_dealerships"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["seller_customer_id"],
+            ["customers.id"],
+            name=op.f("fk_ownership_transfers_seller_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_ownership_transfers_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ownership_transfers")),
+    )
+    op.create_index(
+        op.f("ix_ownership_transfers_buyer_customer_id"),
+        "ownership_transfers",
+        ["buyer_customer_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_ownership_transfers_seller_customer_id"),
+        "ownership_transfers",
+        ["seller_customer_id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_ownership_transfers_vehicle_id"),
+        "ownership_transfers",
+        ["vehicle_id"],
+        unique=False,
+    )
+    op.create_index(
+        "uq_ownership_transfers_one_open",
+        "ownership_transfers",
+        ["vehicle_id"],
+        unique=True,
+        postgresql_where=sa.text("state = 'open'"),
     )
     op.create_table(
         "phone_keys",
@@ -810,7 +1014,33 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_purchases_customer_id"), "purchases", ["customer_id"], unique=False)
+    op.create_index(op.f("ix_purchases_payment_id"), "purchases", ["payment_id"], unique=False)
     op.create_index(op.f("ix_purchases_vehicle_id"), "purchases", ["vehicle_id"], unique=False)
+    op.create_table(
+        "rollout_targets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("rollout_id", sa.Integer(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("wave", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("offered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_step_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["rollout_id"], ["rollouts.id"], name=op.f("fk_rollout_targets_rollout_id_rollouts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_rollout_targets_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rollout_targets")),
+        sa.UniqueConstraint(
+            "rollout_id", "vehicle_id", name=op.f("uq_rollout_targets_rollout_id_vehicle_id")
+        ),
+    )
+    op.create_index(
+        "ix_rollout_targets_vehicle_state", "rollout_targets", ["vehicle_id", "state"], unique=False
+    )
     op.create_table(
         "schedules",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -874,6 +1104,33 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_subscriptions_vehicle_id"), "subscriptions", ["vehicle_id"], unique=False
+    )
+    op.create_table(
+        "vehicle_scrappings",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("certificate_number", sa.String(length=40), nullable=False),
+        sa.Column("owner_customer_id", sa.Integer(), nullable=True),
+        sa.Column("scrapped_by_user_id", sa.Integer(), nullable=False),
+        sa.Column("scrapped_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("registry_state", sa.String(length=20), nullable=False),
+        sa.Column("registry_answer", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["owner_customer_id"],
+            ["customers.id"],
+            name=op.f("fk_vehicle_scrappings_owner_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["scrapped_by_user_id"],
+            ["users.id"],
+            name=op.f("fk_vehicle_scrappings_scrapped_by_user_id_users"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_vehicle_scrappings_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_vehicle_scrappings")),
+        sa.UniqueConstraint("vehicle_id", name=op.f("uq_vehicle_scrappings_vehicle_id")),
     )
     op.create_table(
         "vehicle_state",
@@ -1066,24 +1323,43 @@ def downgrade() -> None:
     op.drop_table("occurrences")
     op.drop_table("invoice_lines")
     op.drop_table("vehicle_state")
+    op.drop_table("vehicle_scrappings")
     op.drop_index(op.f("ix_subscriptions_vehicle_id"), table_name="subscriptions")
     op.drop_index(op.f("ix_subscriptions_customer_id"), table_name="subscriptions")
     op.drop_table("subscriptions")
     op.drop_index(op.f("ix_schedules_vehicle_id"), table_name="schedules")
     op.drop_index(op.f("ix_schedules_customer_id"), table_name="schedules")
     op.drop_table("schedules")
+    op.drop_index("ix_rollout_targets_vehicle_state", table_name="rollout_targets")
+    op.drop_table("rollout_targets")
     op.drop_index(op.f("ix_purchases_vehicle_id"), table_name="purchases")
+    op.drop_index(op.f("ix_purchases_payment_id"), table_name="purchases")
     op.drop_index(op.f("ix_purchases_customer_id"), table_name="purchases")
     op.drop_table("purchases")
     op.drop_index("ix_phone_keys_vehicle", table_name="phone_keys")
     op.drop_table("phone_keys")
+    op.drop_index(
+        "uq_ownership_transfers_one_open",
+        table_name="ownership_transfers",
+        postgresql_where=sa.text("state = 'open'"),
+    )
+    op.drop_index(op.f("ix_ownership_transfers_vehicle_id"), table_name="ownership_transfers")
+    op.drop_index(
+        op.f("ix_ownership_transfers_seller_customer_id"), table_name="ownership_transfers"
+    )
+    op.drop_index(
+        op.f("ix_ownership_transfers_buyer_customer_id"), table_name="ownership_transfers"
+    )
+    op.drop_table("ownership_transfers")
     op.drop_index("ix_maintenance_records_vehicle_performed", table_name="maintenance_records")
     op.drop_table("maintenance_records")
     op.drop_index(op.f("ix_ledger_entries_reference"), table_name="ledger_entries")
+    op.drop_index(op.f("ix_ledger_entries_posted_at"), table_name="ledger_entries")
     op.drop_index(op.f("ix_ledger_entries_payment_id"), table_name="ledger_entries")
     op.drop_index("ix_ledger_entries_customer_account", table_name="ledger_entries")
     op.drop_table("ledger_entries")
     op.drop_index(op.f("ix_invoices_sale_id"), table_name="invoices")
+    op.drop_index(op.f("ix_invoices_issue_date"), table_name="invoices")
     op.drop_index(op.f("ix_invoices_customer_id"), table_name="invoices")
     op.drop_index(op.f("ix_invoices_corrects_id"), table_name="invoices")
     op.drop_table("invoices")
@@ -1099,6 +1375,9 @@ def downgrade() -> None:
     op.drop_table("registrations")
     op.drop_index("ix_payments_sale_kind", table_name="payments")
     op.drop_index(op.f("ix_payments_provider_ref"), table_name="payments")
+    op.drop_index(
+        "ix_payments_failed", table_name="payments", postgresql_where=sa.text("state = 'failed'")
+    )
     op.drop_index(op.f("ix_payments_customer_id"), table_name="payments")
     op.drop_table("payments")
     op.drop_index("ix_factory_events_sale_sequence", table_name="factory_events")
@@ -1107,10 +1386,24 @@ def downgrade() -> None:
     op.drop_index("ix_sales_dealership_created", table_name="sales")
     op.drop_index(op.f("ix_sales_customer_id"), table_name="sales")
     op.drop_table("sales")
+    op.drop_index(op.f("ix_rollouts_release_id"), table_name="rollouts")
+    op.drop_table("rollouts")
+    op.drop_index(
+        "uq_payment_methods_one_default",
+        table_name="payment_methods",
+        postgresql_where=sa.text("is_default AND removed_at IS NULL"),
+    )
+    op.drop_index(op.f("ix_payment_methods_customer_id"), table_name="payment_methods")
+    op.drop_table("payment_methods")
     op.drop_index("ix_history_subject", table_name="history")
     op.drop_index("ix_history_customer", table_name="history")
     op.drop_table("history")
+    op.drop_table("erasures")
     op.drop_table("consents")
+    op.drop_index("ix_transfer_code_attempts_vin_at", table_name="transfer_code_attempts")
+    op.drop_index("ix_transfer_code_attempts_user_at", table_name="transfer_code_attempts")
+    op.drop_table("transfer_code_attempts")
+    op.drop_table("software_releases")
     op.drop_index("ix_notifications_user_created", table_name="notifications")
     op.drop_table("notifications")
     op.drop_table("customers")

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
 from caas.billing.api import router as billing_router
+from caas.billing.methods_api import router as payment_methods_router
 from caas.catalog.api import router as catalog_router
 from caas.delivery.api import router as delivery_router
 from caas.factory.api import router as factory_router
@@ -29,6 +30,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(accounts_router)
     app.include_router(sales_router)
     app.include_router(billing_router)
+    app.include_router(payment_methods_router)
     app.include_router(notifications_router)
     app.include_router(factory_router)
     app.include_router(registration_router)

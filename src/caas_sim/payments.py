@@ -186,6 +186,12 @@ class Sandbox:
         self.tokens[token] = _Token(summary, TEST_CARDS.get(number, Behaviour.SUCCEEDS))
         return CardToken(id=token, card=summary)
 
+    def token(self, token_id: str) -> CardToken:
+        found = self.tokens.get(token_id)
+        if found is None:
+            raise ProviderError(404, "unknown_token", "no such card token")
+        return CardToken(id=token_id, card=found.card)
+
     def change_card(self, token: str, number: str) -> None:
         """From now on the card behind `token` behaves as the test card `number`: a card that
         paid the first period and is declined at renewal (tests of what happens over time)."""
@@ -387,6 +393,10 @@ def create_app(
     @app.post("/v1/tokens", status_code=201, response_model=CardToken)
     async def create_token(card: CardDetails) -> CardToken:
         return sandbox.tokenise(card)
+
+    @app.get("/v1/tokens/{token_id}", dependencies=[authenticated], response_model=CardToken)
+    async def get_token(token_id: str) -> CardToken:
+        return sandbox.token(token_id)
 
     @app.post("/v1/authorizations", dependencies=[authenticated], response_model=Authorization)
     async def create_authorization(

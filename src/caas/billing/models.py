@@ -229,3 +229,35 @@ def _compare_ledger_trigger(
             _ExecuteWithUndo(APPEND_ONLY_LEDGER_SQL, DROP_APPEND_ONLY_LEDGER_SQL)
         )
     return PriorityDispatchResult.CONTINUE
+
+
+class PaymentMethod(Base):
+    """A card the customer keeps with us as the provider's reusable token (never its number),
+    with what the provider says of it; one of them, the default, pays the renewals.
+
+    Removing a card keeps its row (`removed_at`): the customer's file and old payments still
+    name it, and a token once removed is never charged again (`caas.billing.methods`).
+    """
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "token"),
+        # One default per customer among the cards not removed.
+        Index(
+            "uq_payment_methods_one_default",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("is_default AND removed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    token: Mapped[str] = mapped_column(String(80))
+    brand: Mapped[str] = mapped_column(String(20))
+    last4: Mapped[str] = mapped_column(String(4))
+    exp_month: Mapped[int | None]
+    exp_year: Mapped[int | None]
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -31,6 +32,7 @@ from caas.protocol.payments import (
     Authorization,
     AuthorizationCreate,
     CaptureCreate,
+    CardToken,
     Refund,
     RefundCreate,
 )
@@ -91,6 +93,11 @@ class PaymentProvider(Protocol):
 
     def refund(self, ref: str, amount: Money, idempotency_key: str) -> ProviderResult:
         """Give back captured money: `refunded` (with the refund's reference) or `error`."""
+        ...
+
+    def card_token(self, token: str) -> CardToken | None:
+        """The card behind a reusable token (brand, last four, expiry), None if no such
+        token exists; raises `ProviderError` when the provider cannot say."""
         ...
 
 
@@ -222,3 +229,20 @@ class SandboxProvider:
             return self._refused(response)
         refund = Refund.model_validate_json(response.content)
         return ProviderResult(status="refunded", provider_ref=refund.id)
+
+    def card_token(self, token: str) -> CardToken | None:
+        try:
+            response = self._http.get(f"/v1/tokens/{quote(token, safe='')}")
+        except httpx.HTTPError as error:
+            log.warning("payment_provider.unreachable", path="/v1/tokens", error=repr(error))
+            raise ProviderError("the payment provider cannot be reached; try again later") from None
+        if response.status_code in (400, 404):
+            return None
+        if response.is_error:
+            log.warning("payment_provider.failed", path="/v1/tokens", status=response.status_code)
+            raise ProviderError(
+                "the payment provider could not check the card; try again later",
+                provider_status=response.status_code,
+                provider_code=self._error_code(response),
+            )
+        return CardToken.model_validate_json(response.content)

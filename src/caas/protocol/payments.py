@@ -8,6 +8,7 @@ same key with the same body gets the same answer and never moves money twice.
 | call | answer |
 |---|---|
 | `POST /v1/tokens` | 201 `CardToken` |
+| `GET /v1/tokens/{id}` | 200 `CardToken` (does it exist, which card; 404 `unknown_token`) |
 | `POST /v1/authorizations` | 201 `Authorization` (status `authorised` or `declined`) |
 | `POST /v1/authorizations/{id}/capture` | 200 `Authorization` (status `captured`) |
 | `POST /v1/authorizations/{id}/void` | 200 `Authorization` (status `voided`) |

@@ -26,7 +26,7 @@ is still planned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -39,9 +39,9 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import actor_of
 from caas.accounts.models import User
+from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
-from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
 from caas.catalog.models import Feature
@@ -310,10 +310,11 @@ def _lines(
 
 
 def _begin_payment(
-    session: Session, schedule: Schedule, occurrence: Occurrence, *, now: datetime
+    session: Session, schedule: Schedule, occurrence: Occurrence, *, card: str, now: datetime
 ) -> Payment:
     """The occurrence's payment, on record (committed by the job) before any money moves; its
-    charge queued at once. The key is the occurrence's: one payment per occurrence."""
+    charge queued at once, with the `card` it takes. The key is the occurrence's: one payment
+    per occurrence."""
     customer = session.get_one(Customer, schedule.customer_id)
     offer = session.get_one(Offer, schedule.offer_id)
     feature = session.get_one(Feature, offer.feature_id)
@@ -324,7 +325,7 @@ def _begin_payment(
         lines=_lines(session, offer, feature, customer, occurrence, now=now),
         currency=offer.currency,
         country=customer.country,
-        payment_method=schedule.payment_method,
+        payment_method=card,
         idempotency_key=f"occurrence:{occurrence.id}",
         actor=ACTOR,
         now=now,
@@ -335,7 +336,7 @@ def _begin_payment(
     enqueue(
         session,
         topic=CHARGE_TOPIC,
-        payload={"occurrence_id": occurrence.id},
+        payload={"occurrence_id": occurrence.id, "card": card},
         dedupe_key=f"{CHARGE_TOPIC}:{occurrence.id}",
         now=now,
     )
@@ -443,7 +444,7 @@ def create_schedule(
     )
     occurrence = _plan(session, schedule, *first, now=now)
     if schedule.charge == "upfront":
-        _begin_payment(session, schedule, occurrence, now=now)
+        _begin_payment(session, schedule, occurrence, card=request.payment_method, now=now)
     return schedule
 
 
@@ -537,6 +538,48 @@ def cancel_schedule(session: Session, *, user: User, schedule_id: int, now: date
     return schedule
 
 
+def follow_payment_method(
+    session: Session,
+    *,
+    customer_id: int,
+    token: str,
+    only_from: Sequence[str] | None,
+    card: str,
+    actor: Actor,
+    now: datetime,
+) -> int:
+    """The customer's default card changed (`caas.billing.methods`): their active schedules
+    charge `token` from now on (only those set to a token in `only_from`, when given), each
+    with a history row naming the `card`. Returns how many moved."""
+    query = (
+        select(Schedule)
+        .where(
+            Schedule.customer_id == customer_id,
+            Schedule.state == "active",
+            Schedule.payment_method != token,
+        )
+        .order_by(Schedule.id)
+        .with_for_update()
+    )
+    if only_from is not None:
+        query = query.where(Schedule.payment_method.in_(only_from))
+    moved = list(session.scalars(query))
+    for schedule in moved:
+        schedule.payment_method = token
+        schedule.updated_at = now
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="schedule",
+            subject_id=schedule.id,
+            customer_id=schedule.customer_id,
+            event="schedule.payment_method_changed",
+            details={"code": schedule.code, "card": card},
+        )
+    return len(moved)
+
+
 # --- the jobs ------------------------------------------------------------------------------
 
 
@@ -626,7 +669,14 @@ def start_occurrence(session: Session, *, occurrence_id: int, now: datetime) -> 
         ):
             _fail(session, occurrence, schedule, reason="maintenance_overdue", now=now)
         else:
-            _begin_payment(session, schedule, occurrence, now=now)
+            # Charged without the customer: their default card when they keep one.
+            card = methods.charge_token(
+                session, customer_id=schedule.customer_id, stored=schedule.payment_method
+            )
+            if card is None:
+                _fail(session, occurrence, schedule, reason="no_payment_method", now=now)
+            else:
+                _begin_payment(session, schedule, occurrence, card=card, now=now)
     elif occurrence.payment_id is not None:
         payment = session.get_one(Payment, occurrence.payment_id)
         if payment.state == "captured":
@@ -637,10 +687,16 @@ def start_occurrence(session: Session, *, occurrence_id: int, now: datetime) -> 
 
 
 def charge_occurrence(
-    session: Session, *, occurrence_id: int, provider: PaymentProvider, now: datetime
+    session: Session,
+    *,
+    occurrence_id: int,
+    provider: PaymentProvider,
+    now: datetime,
+    card: str | None = None,
 ) -> Occurrence | None:
-    """Authorise and capture an occurrence's payment; captured and due, it starts; failed, it
-    does not. Raises `RetryLater` while the provider has not settled the payment."""
+    """Authorise and capture an occurrence's payment (with the `card` chosen when it began);
+    captured and due, it starts; failed, it does not. Raises `RetryLater` while the provider
+    has not settled the payment."""
     occurrence = _lock(session, occurrence_id)
     if occurrence is None or occurrence.state != "planned" or occurrence.payment_id is None:
         return None
@@ -649,7 +705,7 @@ def charge_occurrence(
     payment = billing.authorise_payment(
         session,
         payment,
-        payment_method=schedule.payment_method,
+        payment_method=card or schedule.payment_method,
         provider=provider,
         actor=ACTOR,
         now=now,
@@ -696,6 +752,7 @@ def handlers(provider_factory: Callable[[], SandboxProvider], clock: Clock) -> d
                 occurrence_id=int(payload["occurrence_id"]),
                 provider=provider,
                 now=clock.now(),
+                card=payload.get("card"),
             )
 
     def refund(session: Session, payload: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ either way (the car switches it off by itself at the end of its window).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -36,9 +36,9 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import actor_of
 from caas.accounts.models import User
+from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
-from caas.billing import vat
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
 from caas.catalog.models import Feature
@@ -221,6 +221,16 @@ def attempt_renewal(
     if refusal is not None:
         _renewal_failed(session, subscription, customer, feature, reason=refusal, now=now)
         return None
+    # The customer's default card when they keep one; the charge carries it, so its retries
+    # present the provider the same card whatever changes meanwhile.
+    card = methods.charge_token(
+        session, customer_id=customer.id, stored=subscription.payment_method
+    )
+    if card is None:
+        _renewal_failed(
+            session, subscription, customer, feature, reason="no_payment_method", now=now
+        )
+        return None
     payment = billing.begin_store_payment(
         session,
         customer_id=customer.id,
@@ -228,7 +238,7 @@ def attempt_renewal(
         lines=_renewal_lines(session, offer, feature, customer, now=now),
         currency=offer.currency,
         country=customer.country,
-        payment_method=subscription.payment_method,
+        payment_method=card,
         idempotency_key=f"renewal:{subscription.id}:{stamp(period_end)}:{attempt}",
         actor=ACTOR,
         now=now,
@@ -242,6 +252,7 @@ def attempt_renewal(
             "payment_id": payment.id,
             "period_end": period_end.isoformat(),
             "attempt": attempt,
+            "card": card,
         },
         dedupe_key=f"{CHARGE_TOPIC}:{payment.id}",
         now=now,
@@ -258,9 +269,11 @@ def charge_renewal(
     attempt: int,
     provider: PaymentProvider,
     now: datetime,
+    card: str | None = None,
 ) -> Subscription | None:
-    """The second job of a renewal: authorise and capture its payment, then renew or fail.
-    Raises `RetryLater` while the provider has not settled it (the same keys are used again)."""
+    """The second job of a renewal: authorise and capture its payment (with the `card` its
+    first job chose), then renew or fail. Raises `RetryLater` while the provider has not
+    settled it (the same keys are used again)."""
     subscription = _lock(session, subscription_id)
     if (
         subscription is None
@@ -273,7 +286,7 @@ def charge_renewal(
     payment = billing.authorise_payment(
         session,
         payment,
-        payment_method=subscription.payment_method,
+        payment_method=card or subscription.payment_method,
         provider=provider,
         actor=ACTOR,
         now=now,
@@ -537,6 +550,46 @@ def resume(session: Session, *, user: User, subscription_id: int, now: datetime)
     return subscription
 
 
+def follow_payment_method(
+    session: Session,
+    *,
+    customer_id: int,
+    token: str,
+    only_from: Sequence[str] | None,
+    card: str,
+    actor: Actor,
+    now: datetime,
+) -> int:
+    """The customer's default card changed (`caas.billing.methods`): their subscriptions that
+    still renew are charged to `token` from now on (only those set to a token in `only_from`,
+    when given), each with a history row naming the `card`. Returns how many moved."""
+    query = (
+        select(Subscription)
+        .where(
+            Subscription.customer_id == customer_id,
+            Subscription.state.in_(RENEWING),
+            Subscription.payment_method != token,
+        )
+        .order_by(Subscription.id)
+        .with_for_update()
+    )
+    if only_from is not None:
+        query = query.where(Subscription.payment_method.in_(only_from))
+    moved = list(session.scalars(query))
+    for subscription in moved:
+        subscription.payment_method = token
+        _move(
+            session,
+            subscription,
+            subscription.state,
+            event="subscription.payment_method_changed",
+            actor=actor,
+            now=now,
+            details={"card": card},
+        )
+    return len(moved)
+
+
 # --- the jobs ------------------------------------------------------------------------------
 
 
@@ -562,6 +615,7 @@ def handlers(provider_factory: Callable[[], SandboxProvider], clock: Clock) -> d
                 attempt=int(payload["attempt"]),
                 provider=provider,
                 now=clock.now(),
+                card=payload.get("card"),
             )
 
     return {RENEW_TOPIC: renew, CHARGE_TOPIC: charge}
