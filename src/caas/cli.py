@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -665,3 +666,73 @@ def billing_reconcile(
     if found:
         raise typer.Exit(RECONCILE_DIFFERENCES)
     typer.echo(f"The ledger matches the provider's {len(settlements)} settlements.")
+
+
+class Export(StrEnum):
+    invoices = "invoices"
+    ledger = "ledger"
+
+
+@billing_app.command("export")
+def billing_export(
+    what: Annotated[Export, typer.Argument(help="invoices (with credit notes) or ledger")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="The CSV file to write.")],
+    start: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=["%Y-%m-%d"], help="First day included (YYYY-MM-DD)."),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Last day included (YYYY-MM-DD)."),
+    ] = None,
+) -> None:
+    """Write the invoices of a range (days of issue) or the ledger's lines (UTC days of
+    posting) as CSV, amounts as decimals; a progress bar on stderr while it runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from caas.billing import finance
+    from caas.core.db import unit_of_work
+    from caas.core.errors import InvalidInput
+    from caas.runtime import Runtime
+
+    try:
+        filters = finance.FinanceFilter(
+            start=start.date() if start else None, end=end.date() if end else None
+        )
+    except InvalidInput as error:
+        raise CommandFailed(f"--to: {error.message}") from None
+    if what is Export.invoices:
+        header, count, rows = finance.INVOICE_COLUMNS, finance.count_invoices, finance.invoice_rows
+        label = "invoices"
+    else:
+        header, count, rows = (
+            finance.LEDGER_COLUMNS,
+            finance.count_ledger_entries,
+            finance.ledger_rows,
+        )
+        label = "ledger lines"
+    settings = _settings()
+    with _startup_checks():
+        runtime = Runtime.connect(settings)
+    written = 0
+    try:
+        with unit_of_work(runtime.sessions) as session:
+            total = count(session, filters)
+            try:
+                file = out.open("w", newline="", encoding="utf-8")
+            except OSError as error:
+                raise CommandFailed(f"cannot write {out}: {error.strerror}") from None
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+            with file, Progress(*columns, console=_stderr(), transient=True) as progress:
+                task = progress.add_task(f"Exporting {label}", total=total)
+                writer = csv.writer(file, lineterminator="\n")
+                writer.writerow(header)
+                for row in rows(session, filters):
+                    writer.writerow(row)
+                    written += 1
+                    if written % finance.BATCH == 0:
+                        progress.update(task, completed=written)
+                progress.update(task, completed=written)
+    finally:
+        runtime.close()
+    typer.echo(f"{written} {label} written to {out}")

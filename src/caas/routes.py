@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from caas.accounts.api import router as accounts_router
 from caas.billing.api import router as billing_router
+from caas.billing.finance_api import router as finance_router
 from caas.billing.methods_api import router as payment_methods_router
 from caas.catalog.api import router as catalog_router
 from caas.delivery.api import router as delivery_router
@@ -47,3 +48,4 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(offers_router)
     app.include_router(store_time_router)
     app.include_router(metering_router)
+    app.include_router(finance_router)

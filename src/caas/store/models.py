@@ -125,7 +125,8 @@ class Purchase(Base):
     state: Mapped[str] = mapped_column(String(20))
     idempotency_key: Mapped[str] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
-    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    # Indexed: billing finds the purchase of a payment (the ledger's revenue per option).
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
     currency: Mapped[str] = mapped_column(String(3))
     net_minor: Mapped[int]
     vat_minor: Mapped[int]
