@@ -44,6 +44,7 @@ NAV = {
         ("/portal/cars", "nav.my_cars"),
         ("/portal/store", "nav.store"),
         ("/portal/file", "nav.my_file"),
+        ("/portal/payment-methods", "nav.payment_methods"),
         ("/portal/notifications", "nav.notifications"),
     ),
     Role.OPERATOR: (

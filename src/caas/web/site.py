@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from caas.web import accounts, cars, console, intranet, keys, portal, store, workshop
+from caas.web import accounts, cars, console, intranet, keys, methods, portal, store, workshop
 from caas.web.pages import STATIC_DIR
 
 FAVICON = STATIC_DIR / "favicon.svg"
@@ -22,7 +22,7 @@ def favicon() -> FileResponse:
 def include_web(app: FastAPI) -> None:
     """Every page router, `/static` (CSS, the icon and the little JavaScript the pages use),
     and `/favicon.ico`."""
-    for module in (accounts, intranet, portal, keys, cars, console, workshop, store):
+    for module in (accounts, intranet, portal, keys, cars, console, workshop, store, methods):
         app.include_router(module.router)
     app.include_router(portal.live_router)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
