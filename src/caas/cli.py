@@ -567,6 +567,29 @@ def bench_scheduler(
         print(json.dumps(result))
 
 
+@bench_app.command("invoicing")
+def bench_invoicing(
+    cars: Annotated[int, typer.Option(min=1, help="Cars with metered use in the month.")] = 100_000,
+    events: Annotated[int, typer.Option(min=1, help="Usage events per car.")] = 10,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="The worker's relay threads.")] = 4,
+    json_output: BenchJson = False,
+) -> None:
+    """One month of metered use invoiced for N cars as the worker does it on the 1st (payments
+    through the sandbox over HTTP): seconds, invoices per second, peak memory, beside the
+    sandbox's round trips alone."""
+    from caas.bench.invoicing import run_invoicing_bench
+    from caas.bench.report import figures_table, invoicing_rows, print_json, print_table
+
+    _bench_settings()
+    with _startup_checks():
+        result = run_invoicing_bench(
+            cars, events=events, threads=threads, progress=lambda step: print(step, file=sys.stderr)
+        )
+    print_table(figures_table("caas bench invoicing", invoicing_rows(result)))
+    if json_output:
+        print_json(result)
+
+
 @bench_app.command("all")
 def bench_all(
     cars: BenchCars = 100,
@@ -575,6 +598,9 @@ def bench_all(
     entitlements: Annotated[
         int, typer.Option(min=1, help="Entitlements for the scheduler's sweep.")
     ] = 100_000,
+    invoicing_cars: Annotated[
+        int, typer.Option(min=1, help="Cars whose month of metered use is invoiced.")
+    ] = 5_000,
     out: Annotated[
         Path, typer.Option(dir_okay=False, help="Where both results are written as JSON.")
     ] = Path("bench/results/latest.json"),
@@ -584,7 +610,15 @@ def bench_all(
     from datetime import UTC, datetime
 
     from caas.bench import ota, telemetry
-    from caas.bench.report import Reporter, figures_table, ota_rows, print_table, telemetry_rows
+    from caas.bench.invoicing import run_invoicing_bench
+    from caas.bench.report import (
+        Reporter,
+        figures_table,
+        invoicing_rows,
+        ota_rows,
+        print_table,
+        telemetry_rows,
+    )
     from caas.bench.scheduler import run_scheduler_bench
 
     _bench_settings()
@@ -595,6 +629,10 @@ def bench_all(
     with _startup_checks():
         scheduler_result = run_scheduler_bench(
             entitlements, progress=lambda step: print(step, file=sys.stderr)
+        )
+    with _startup_checks():
+        invoicing_result = run_invoicing_bench(
+            invoicing_cars, progress=lambda step: print(step, file=sys.stderr)
         )
     rows = [(f"ota: {name}", value, what) for name, value, what in ota_rows(ota_result)]
     rows += [
@@ -610,6 +648,10 @@ def bench_all(
         ),
         ("scheduler: peak_rss_mb", f"{scheduler_result['peak_rss_mb']:,}", "peak resident memory"),
     ]
+    rows += [
+        (f"invoicing: {name}", value, what)
+        for name, value, what in invoicing_rows(invoicing_result)
+    ]
     print_table(figures_table("caas bench all", rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -618,6 +660,7 @@ def bench_all(
         "ota": ota_result,
         "telemetry": telemetry_result,
         "scheduler": scheduler_result,
+        "invoicing": invoicing_result,
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
     _stderr().print(f"Results written to {out}")

@@ -123,6 +123,33 @@ def telemetry_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+def invoicing_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "seconds",
+            f"{result['seconds']:,.1f} s",
+            f"the first of the month for {result['cars']:,} cars, {result['threads']} threads",
+        ),
+        (
+            "invoices_per_s",
+            f"{result['invoices_per_s']:,.1f}/s",
+            f"{result['invoices']:,} invoices, gap-free: {result['gap_free']}",
+        ),
+        ("peak_rss_mb", f"{result['peak_rss_mb']:,.1f} MB", "peak resident memory"),
+        (
+            "statements",
+            f"{result['statements_per_invoice']:g} an invoice",
+            f"{result['database_seconds']:,.1f} s waiting for PostgreSQL",
+        ),
+        (
+            "baseline",
+            f"{result['baseline_seconds']:,.1f} s",
+            f"authorise + capture at the sandbox alone (sample {result['baseline_sample']:,})",
+        ),
+        ("ratio", f"{result['ratio']:g}x", "seconds / baseline"),
+    ]
+
+
 def _ms(result: dict[str, Any], *keys: str) -> str:
     return " / ".join(f"{result[key]:.1f}" for key in keys) + " ms"
 

@@ -29,7 +29,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from babel.numbers import format_currency, format_decimal
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import User
@@ -41,7 +42,7 @@ from caas.billing.provider import PaymentProvider, SandboxProvider
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.history import Actor
-from caas.core.outbox import Handler, RetryLater, enqueue
+from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
 from caas.core.settings import Settings
 from caas.ota.service import request_configuration
 from caas.sales.models import Customer
@@ -65,6 +66,8 @@ CHECK_EVERY: Final = timedelta(minutes=5)
 # The monthly run waits this long after midnight UTC of the 1st (every customer's zone is at or
 # east of UTC, so their month has ended) for the usage of cars that were offline.
 MONTH_GRACE: Final = timedelta(hours=6)
+# Charges the monthly run queues per statement (and cars it holds in memory at once).
+CHARGE_CHUNK: Final = 1000
 # States of a metered entitlement whose window is charged for (a revoked one never reached
 # the car).
 RATED_STATES: Final = ("delivering", "active", "ended")
@@ -343,11 +346,14 @@ def start_metering(session: Session, *, now: datetime) -> None:
 def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
     """The monthly run due at `due`: one charge queued per customer and car with metered use
     in the month before (its dedupe key makes a second run queue nothing), and the next run
-    queued. Returns how many charges it queued."""
+    queued. Returns how many charges it queued.
+
+    The cars are streamed in chunks of `CHARGE_CHUNK` and each chunk's charges queued in one
+    statement, so a fleet of any size takes bounded memory and a few statements per chunk."""
     month_end = due - MONTH_GRACE
     month_start = (month_end - timedelta(days=1)).replace(day=1)
     # The widest window any customer's zone can have (their months end at or before UTC's).
-    rows = session.execute(
+    charged = (
         select(Entitlement.vehicle_id, Entitlement.customer_id)
         .distinct()
         .join(Vehicle, Vehicle.id == Entitlement.vehicle_id)
@@ -358,12 +364,13 @@ def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
             FeatureUsage.at >= month_start - timedelta(hours=14),
             FeatureUsage.at < month_end,
         )
-    ).all()
+        .order_by(Entitlement.vehicle_id, Entitlement.customer_id)
+    )
     label = f"{month_start:%Y-%m}"
-    for vehicle_id, customer_id in rows:
-        key = f"metered:{customer_id}:{vehicle_id}:{label}"
-        payload = {"vehicle_id": vehicle_id, "customer_id": customer_id, "month": label}
-        _queue(session, CHARGE_TOPIC, payload, key, now, now)
+    queued = 0
+    for chunk in session.execute(charged.execution_options(yield_per=CHARGE_CHUNK)).partitions():
+        _queue_charges(session, [(row[0], row[1]) for row in chunk], label, now)
+        queued += len(chunk)
     following = next_month_run(due)
     _queue(
         session,
@@ -373,8 +380,42 @@ def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
         following,
         now,
     )
-    log.info("store.metering_month", month=label, charges=len(rows))
-    return len(rows)
+    log.info("store.metering_month", month=label, charges=queued)
+    return queued
+
+
+def _queue_charges(
+    session: Session, cars: Sequence[tuple[int, int | None]], month: str, now: datetime
+) -> None:
+    """`enqueue` for a chunk of charges at once: one INSERT (a key already queued is skipped,
+    as `enqueue` does) and one wake-up of the relays."""
+    if not cars:
+        return
+    session.execute(
+        insert(OutboxMessage)
+        .values(
+            [
+                {
+                    "topic": CHARGE_TOPIC,
+                    "dedupe_key": f"metered:{customer_id}:{vehicle_id}:{month}",
+                    "payload": {
+                        "vehicle_id": vehicle_id,
+                        "customer_id": customer_id,
+                        "month": month,
+                    },
+                    "created_at": now,
+                    "run_after": now,
+                    "attempts": 0,
+                }
+                for vehicle_id, customer_id in cars
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    session.execute(
+        text("SELECT pg_notify(:channel, :topic)"),
+        {"channel": NOTIFY_CHANNEL, "topic": CHARGE_TOPIC},
+    )
 
 
 def invoice_lines(
