@@ -36,6 +36,7 @@ def build_handlers(
     `clock` is the relay's: handlers that change state date it with the same clock.
     `publisher` sends configurations to the cars (the worker's MQTT bridge).
     """
+    from caas.billing.resolve import handlers as billing_handlers
     from caas.factory.jobs import handlers as factory_handlers
     from caas.iot.jobs import handlers as iot_handlers
     from caas.notifications.jobs import handlers as notification_handlers
@@ -51,6 +52,7 @@ def build_handlers(
     handlers.update(iot_handlers(settings, clock))
     handlers.update(ota_handlers(settings, clock, publisher))
     handlers.update(store_handlers(settings, clock))
+    handlers.update(billing_handlers(settings, clock))
     return handlers
 
 
@@ -152,6 +154,9 @@ class Worker:
         from caas.store.jobs import start_chains
 
         start_chains(self.relay.sessions, self.relay.clock)
+        from caas.billing.resolve import start_sweeping
+
+        start_sweeping(self.relay.sessions, self.relay.clock)
         if self.bridge is not None:
             self.bridge.start()
         helpers = [

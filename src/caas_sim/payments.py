@@ -6,6 +6,10 @@ fails with a provider error (HTTP 500), 4000 0000 0000 0259 answers its authoris
 after `late_seconds` (the caller has usually given up by then and learns the result from the
 signed `authorization.succeeded` event). Any other valid card number succeeds.
 
+A caller that never got its answer asks by its own reference (`GET /v1/authorizations?
+reference=`); the card's bank disputing a captured payment is played by the simulator control
+`POST /sim/authorizations/{id}/chargeback` (a signed `chargeback.created` event follows).
+
 The card number is checked and forgotten at tokenisation: a token keeps the brand, the last
 four digits and the test behaviour, nothing else.
 """
@@ -43,6 +47,8 @@ from caas.protocol.payments import (
     CardDetails,
     CardSummary,
     CardToken,
+    Chargeback,
+    ChargebackCreate,
     Event,
     EventType,
     ProviderErrorBody,
@@ -120,6 +126,7 @@ class Sandbox:
     tokens: dict[str, _Token] = field(default_factory=dict)
     authorizations: dict[str, Authorization] = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
+    chargebacks: dict[str, Chargeback] = field(default_factory=dict)
     settlements: list[Settlement] = field(default_factory=list)
     answers: dict[str, _Answer] = field(default_factory=dict)
     running: dict[str, tuple[str, asyncio.Task[Outcome]]] = field(default_factory=dict)
@@ -293,10 +300,49 @@ class Sandbox:
         self.emit("refund.succeeded", authorization, refund)
         return 201, refund.model_dump(mode="json")
 
+    def by_reference(self, reference: str) -> Authorization:
+        """The authorisation made with the merchant's `reference` (the newest, should there be
+        several); 404 while none has been made (a late card is still on its way)."""
+        found = [a for a in self.authorizations.values() if a.reference == reference]
+        if not found:
+            raise ProviderError(404, "unknown_reference", "no authorisation with this reference")
+        return max(found, key=lambda authorization: authorization.created_at)
+
+    def dispute(self, authorization_id: str, request: ChargebackCreate) -> Chargeback:
+        """The card's bank takes captured money back (all that is left, or `amount_minor`)."""
+        authorization = self.authorization(authorization_id)
+        if authorization.status != "captured":
+            raise ProviderError(409, "invalid_state", "only a captured payment can be disputed")
+        left = (
+            authorization.captured_minor
+            - authorization.refunded_minor
+            - authorization.charged_back_minor
+        )
+        amount = request.amount_minor or left
+        if not 0 < amount <= left:
+            raise ProviderError(400, "amount_too_large", "more than is left to take back")
+        authorization.charged_back_minor += amount
+        chargeback = Chargeback(
+            id=_new_id("cb"),
+            authorization=authorization.id,
+            amount_minor=amount,
+            currency=authorization.currency,
+            reason=request.reason,
+            created_at=_now(),
+        )
+        self.chargebacks[chargeback.id] = chargeback
+        self.emit("chargeback.created", authorization, chargeback=chargeback)
+        return chargeback
+
     # Events to the merchant, signed, retried a few times.
 
     def emit(
-        self, kind: EventType, authorization: Authorization, refund: Refund | None = None
+        self,
+        kind: EventType,
+        authorization: Authorization,
+        refund: Refund | None = None,
+        *,
+        chargeback: Chargeback | None = None,
     ) -> None:
         if self.webhook_url is None:
             return
@@ -306,6 +352,7 @@ class Sandbox:
             created_at=_now(),
             authorization=authorization.model_copy(deep=True),
             refund=refund,
+            chargeback=chargeback,
         )
         self._spawn(self._deliver(event.model_dump_json().encode()))
 
@@ -443,6 +490,33 @@ def create_app(
     )
     async def get_authorization(authorization_id: str) -> Authorization:
         return sandbox.authorization(authorization_id)
+
+    @app.get(
+        "/v1/authorizations",
+        dependencies=[authenticated],
+        response_model=Authorization,
+        responses={404: {"model": ProviderErrorBody}},
+    )
+    async def authorization_by_reference(
+        reference: Annotated[
+            str, Query(max_length=100, description="The merchant's reference of the payment")
+        ],
+    ) -> Authorization:
+        """What became of the payment the merchant sent with `reference`: for a caller whose
+        request never got its answer (404 `unknown_reference`: it never arrived, or is still
+        being processed)."""
+        return sandbox.by_reference(reference)
+
+    @app.post(
+        "/sim/authorizations/{authorization_id}/chargeback",
+        status_code=201,
+        response_model=Chargeback,
+        tags=["simulator controls"],
+    )
+    async def chargeback(authorization_id: str, body: ChargebackCreate) -> Chargeback:
+        """The card's bank disputes a captured payment and takes the money back; the merchant
+        gets a signed `chargeback.created` event."""
+        return sandbox.dispute(authorization_id, body)
 
     @app.get("/v1/settlements", dependencies=[authenticated], response_model=list[Settlement])
     async def settlements(

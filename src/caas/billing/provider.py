@@ -10,7 +10,8 @@ Failures come in two kinds, and the difference matters:
   at all. Nothing happened; the payment can be marked failed.
 - `ProviderTimeout`: the request left but no answer came back in time. The money may or may
   not have moved: the payment stays pending until the provider's signed webhook (or a retry
-  with the same key) tells.
+  with the same key) tells, or the platform asks (`lookup`, by our own reference: see
+  `caas.billing.resolve`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ class PaymentProvider(Protocol):
         self, amount: Money, card_token: str, idempotency_key: str, reference: str
     ) -> ProviderResult:
         """Hold `amount` on the card: `authorised`, `declined` or `error`."""
+        ...
+
+    def lookup(self, reference: str) -> Authorization | None:
+        """The authorisation made with our `reference` as the provider has it now (captured,
+        refunded and charged-back amounts included); None when no such request reached it.
+        Raises `ProviderError` when the provider cannot say now."""
         ...
 
     def capture(self, ref: str, amount: Money, idempotency_key: str) -> ProviderResult:
@@ -208,6 +215,27 @@ class SandboxProvider:
         if response.is_error:
             return self._refused(response)
         return _from_authorization(Authorization.model_validate_json(response.content))
+
+    def lookup(self, reference: str) -> Authorization | None:
+        try:
+            response = self._http.get("/v1/authorizations", params={"reference": reference})
+        except httpx.HTTPError as error:
+            log.warning("payment_provider.lookup_failed", reference=reference, error=repr(error))
+            raise ProviderError(
+                "the payment provider cannot be asked now; try again later"
+            ) from None
+        if response.status_code == 404:
+            return None
+        if response.is_error:
+            log.warning(
+                "payment_provider.failed", path="/v1/authorizations", status=response.status_code
+            )
+            raise ProviderError(
+                "the payment provider could not say what became of the payment",
+                provider_status=response.status_code,
+                provider_code=self._error_code(response),
+            )
+        return Authorization.model_validate_json(response.content)
 
     def capture(self, ref: str, amount: Money, idempotency_key: str) -> ProviderResult:
         body = CaptureCreate(amount_minor=amount.amount_minor).model_dump()

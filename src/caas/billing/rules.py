@@ -24,12 +24,16 @@ PAYMENT = StateMachine(
         # Sent to the provider; the answer (or its webhook) decides.
         "pending": {"authorised", "failed"},
         "authorised": {"captured", "voided", "failed"},
-        "captured": {"refunded"},
+        # A chargeback: the card's bank took the money (or what was left of it) back.
+        "captured": {"refunded", "charged_back"},
         "voided": set(),
         "failed": set(),
         "refunded": set(),
+        "charged_back": set(),
     },
 )
+# Why a payment the provider never received is failed (`caas.billing.resolve`).
+NEVER_RECEIVED = "provider.never_received"
 
 # Payments of a sale, and the order state in which each may be paid.
 PAYABLE_IN = {"deposit": "awaiting_deposit", "final": "at_dealer"}

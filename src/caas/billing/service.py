@@ -8,8 +8,11 @@ A payment of a sale goes in two steps, with a commit between them (the route doe
    payment's id, so the provider too answers a repeated call with its first answer. A
    captured payment is settled at once: invoice, history, notification, and the order moves.
 
-An answer that does not come in time leaves the payment pending; the provider's signed event
-(`apply_provider_event`) or a retry with the same key settles it later, once.
+An answer that does not come in time leaves the payment pending (or, for a capture, still
+authorised) and queues a question to the provider (`caas.billing.resolve`); whichever comes
+first, that answer, the provider's signed event (`apply_provider_event`) or a retry with the
+same key, settles it, once: each brings the payment up to what the provider says
+(`catch_up`), never backwards and never twice.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from caas.accounts.models import Role, User
 from caas.billing import invoices, ledger, rules
 from caas.billing.models import Invoice, Payment
 from caas.billing.provider import PaymentProvider, ProviderError, ProviderResult, ProviderTimeout
+from caas.billing.rules import NEVER_RECEIVED
 from caas.core.errors import Conflict, Forbidden, NotFound
 from caas.core.history import Actor, record
 from caas.core.idempotency import fingerprint
 from caas.core.money import Money
 from caas.notifications.service import notify_user
-from caas.protocol.payments import Event
+from caas.protocol.payments import Authorization, Event
 from caas.sales import service as sales
 from caas.sales.models import Customer, Sale
 
@@ -231,7 +235,10 @@ def authorise_payment(
             payment.reference,
         )
     except ProviderTimeout:
-        return _lock(session, payment.id)
+        payment = _lock(session, payment.id)
+        if payment.state == "pending":
+            _ask_provider_later(session, payment, now=now)
+        return payment
     except ProviderError as error:
         payment = _lock(session, payment.id)
         if payment.state == "pending":
@@ -364,6 +371,18 @@ def void_payment(
     return payment
 
 
+def _ask_provider_later(session: Session, payment: Payment, *, now: datetime) -> None:
+    # Imported here: the resolver drives this module.
+    from caas.billing import resolve
+
+    resolve.schedule(session, payment, now=now)
+
+
+def lock_payment(session: Session, payment_id: int) -> Payment:
+    """The payment row, locked and freshly read (for the resolver and chargebacks)."""
+    return _lock(session, payment_id)
+
+
 def _lock(session: Session, payment_id: int) -> Payment:
     """The payment row, locked and freshly read: a webhook may have moved it meanwhile."""
     return session.scalars(
@@ -409,6 +428,26 @@ def _move(
         ledger.post_authorisation(session, payment, now=now)
     elif to_state == "voided":
         ledger.post_void(session, payment, now=now)
+
+
+def move_payment(
+    session: Session,
+    payment: Payment,
+    to_state: str,
+    *,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, object] | None = None,
+) -> None:
+    """Move a locked payment along `rules.PAYMENT`, with its history row (and ledger)."""
+    _move(session, payment, to_state, actor=actor, now=now, details=details)
+
+
+def fail_payment(
+    session: Session, payment: Payment, code: str, reason: str, *, actor: Actor, now: datetime
+) -> None:
+    """A locked open payment failed for `code` (e.g. the provider never received it)."""
+    _fail(session, payment, code, reason, actor=actor, now=now)
 
 
 def _fail(
@@ -465,9 +504,13 @@ def _capture(
             rules.provider_key(payment.reference, "capture"),
         )
     except (ProviderTimeout, ProviderError) as error:
-        # Still authorised: the capture event, or a retry with the same key, finishes it.
+        # Still authorised: the capture event, a retry with the same key, or the provider's
+        # answer to our question finishes it.
         log.warning("payment.capture_unsettled", payment_id=payment.id, error=error.message)
-        return _lock(session, payment.id)
+        payment = _lock(session, payment.id)
+        if payment.state == "authorised":
+            _ask_provider_later(session, payment, now=now)
+        return payment
     payment = _lock(session, payment.id)
     if payment.state != "authorised":
         return payment
@@ -662,49 +705,101 @@ def _payment_of_event(session: Session, event: Event) -> Payment | None:
     return payment
 
 
+def catch_up(
+    session: Session,
+    payment: Payment,
+    authorization: Authorization,
+    *,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Bring a locked payment up to what the provider says of it now (an event's snapshot, or
+    its answer to `lookup`), whatever order the news comes in: a payment only ever moves
+    forward, and every step (invoice, ledger, credit note) happens once.
+
+    An authorised sale payment is captured (the order waits for it); a store payment stays
+    authorised until the store captures it. A hold the provider made after we gave the
+    payment up as never received is released at once.
+    """
+    status = authorization.status
+    if payment.state == "pending":
+        declined = status == "declined"
+        _apply_authorisation(
+            session,
+            payment,
+            ProviderResult(
+                status="declined" if declined else "authorised",
+                provider_ref=authorization.id,
+                reason=authorization.decline_code if declined else None,
+                message="the card was declined" if declined else None,
+                card_brand=authorization.card.brand,
+                card_last4=authorization.card.last4,
+            ),
+            actor=actor,
+            now=now,
+        )
+    if payment.state == "authorised":
+        if status == "captured":
+            settle_captured(session, payment, actor=actor, now=now)
+        elif status == "voided":
+            _move(session, payment, "voided", actor=actor, now=now)
+        elif status == "authorised" and payment.sale_id is not None:
+            payment = _capture(session, payment, provider=provider, actor=actor, now=now)
+    if payment.state == "captured" and authorization.refunded_minor > payment.refunded_minor:
+        _record_refund(session, payment, authorization.refunded_minor, actor=actor, now=now)
+    if (
+        payment.state == "failed"
+        and payment.failure_code == NEVER_RECEIVED
+        and status == "authorised"
+    ):
+        _release_late_hold(session, payment, authorization, provider=provider, now=now)
+    return payment
+
+
+def _release_late_hold(
+    session: Session,
+    payment: Payment,
+    authorization: Authorization,
+    *,
+    provider: PaymentProvider,
+    now: datetime,
+) -> None:
+    try:
+        result = provider.void(authorization.id, rules.provider_key(payment.reference, "void-late"))
+    except (ProviderError, ProviderTimeout) as error:
+        log.warning("payment.late_hold_kept", payment_id=payment.id, error=error.message)
+        return
+    if result.ok:
+        record(
+            session,
+            at=now,
+            actor=PROVIDER,
+            subject_type="payment",
+            subject_id=payment.id,
+            customer_id=payment.customer_id,
+            event="payment.late_hold_released",
+            details={"amount_minor": payment.amount_minor, "currency": payment.currency},
+        )
+
+
 def apply_provider_event(
     session: Session, event: Event, *, provider: PaymentProvider, now: datetime
 ) -> str:
-    """Settle a payment from the provider's event; a repeated or stale event changes nothing.
+    """Settle a payment from the provider's event; a repeated, stale or early event changes
+    nothing it should not (each carries the authorisation as it stands: `catch_up`).
 
     Returns the payment's state afterwards (or `ignored` for an event about nothing of ours).
     """
     payment = _payment_of_event(session, event)
     if payment is None:
         return "ignored"
-    authorization = event.authorization
-    if event.type in ("authorization.succeeded", "authorization.declined"):
-        result = ProviderResult(
-            status="authorised" if event.type == "authorization.succeeded" else "declined",
-            provider_ref=authorization.id,
-            reason=authorization.decline_code,
-            message="the card was declined" if authorization.decline_code else None,
-            card_brand=authorization.card.brand,
-            card_last4=authorization.card.last4,
-        )
-        _apply_authorisation(session, payment, result, actor=PROVIDER, now=now)
-        if payment.state == "authorised" and payment.sale_id is not None:
-            # A store payment is captured by the store, once the car has applied the option.
-            payment = _capture(session, payment, provider=provider, actor=PROVIDER, now=now)
-    elif event.type == "capture.succeeded":
-        if payment.state == "pending":
-            _apply_authorisation(
-                session,
-                payment,
-                ProviderResult(
-                    status="authorised",
-                    provider_ref=authorization.id,
-                    card_brand=authorization.card.brand,
-                    card_last4=authorization.card.last4,
-                ),
-                actor=PROVIDER,
-                now=now,
-            )
-        if payment.state == "authorised":
-            settle_captured(session, payment, actor=PROVIDER, now=now)
-    elif event.type == "void.succeeded":
-        if payment.state == "authorised":
-            _move(session, payment, "voided", actor=PROVIDER, now=now)
-    elif event.type == "refund.succeeded" and payment.state == "captured":
-        _record_refund(session, payment, authorization.refunded_minor, actor=PROVIDER, now=now)
+    payment = catch_up(
+        session, payment, event.authorization, provider=provider, actor=PROVIDER, now=now
+    )
+    if event.type == "chargeback.created" and event.chargeback is not None:
+        # Imported here: chargebacks reach into the store, which imports this module.
+        from caas.billing import chargebacks
+
+        chargebacks.apply_chargeback(session, payment, event.chargeback, now=now)
     return payment.state

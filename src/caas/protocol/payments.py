@@ -14,7 +14,9 @@ same key with the same body gets the same answer and never moves money twice.
 | `POST /v1/authorizations/{id}/void` | 200 `Authorization` (status `voided`) |
 | `POST /v1/refunds` | 201 `Refund` |
 | `GET /v1/authorizations/{id}` | 200 `Authorization` |
+| `GET /v1/authorizations?reference=` | 200 `Authorization` with our reference (404: never came) |
 | `GET /v1/settlements?date=YYYY-MM-DD` | 200 list of `Settlement` |
+| `POST /sim/authorizations/{id}/chargeback` | 201 `Chargeback` (sandbox control: a dispute) |
 
 Errors answer `ProviderErrorBody`: 400 bad request (`invalid_token`, `amount_too_large`...),
 401 wrong key, 404 unknown object, 409 wrong state or an Idempotency-Key reused with another
@@ -22,8 +24,9 @@ body, 500 `processing_error` (nothing happened; safe to retry with the same key)
 
 Every change is also sent as a signed event (`caas.protocol.webhooks`) to the platform's
 webhook URL: `authorization.succeeded`, `authorization.declined`, `capture.succeeded`,
-`void.succeeded`, `refund.succeeded`. An answer that came too late for the caller arrives
-this way.
+`void.succeeded`, `refund.succeeded`, `chargeback.created` (the card's bank took captured
+money back). An answer that came too late for the caller arrives this way; a caller that
+never got one asks by its own reference (`GET /v1/authorizations?reference=`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ EventType = Literal[
     "capture.succeeded",
     "void.succeeded",
     "refund.succeeded",
+    "chargeback.created",
 ]
 
 
@@ -116,6 +120,11 @@ class Authorization(BaseModel):
     refunded_minor: int = Field(
         default=0, description="Amount refunded so far, integer minor units", examples=[0]
     )
+    charged_back_minor: int = Field(
+        default=0,
+        description="Amount the card's bank took back in chargebacks, integer minor units",
+        examples=[0],
+    )
     currency: str = Field(description="ISO 4217 currency code", examples=["EUR"])
     reference: str = Field(
         description="The merchant's own reference, as sent with the authorisation",
@@ -151,6 +160,36 @@ class Refund(BaseModel):
     )
 
 
+class Chargeback(BaseModel):
+    """Captured money the card's bank took back from the merchant (a disputed payment)."""
+
+    id: str = Field(
+        description="The provider's id of the chargeback", examples=["cb_4d7e2a1f9c0b3e68"]
+    )
+    authorization: str = Field(
+        description="Id of the authorisation disputed", examples=["auth_5e1f0c9a2b7d4e63"]
+    )
+    amount_minor: int = Field(
+        description="Amount taken back, integer minor units", examples=[345000]
+    )
+    currency: str = Field(description="ISO 4217 currency code", examples=["EUR"])
+    reason: str = Field(
+        description="The bank's reason code", examples=["fraudulent", "product_not_received"]
+    )
+    created_at: datetime = Field(
+        description="When the bank took the money back", examples=["2026-02-01T10:00:00Z"]
+    )
+
+
+class ChargebackCreate(BaseModel):
+    """The sandbox's control: the card's bank disputes a captured authorisation."""
+
+    amount_minor: int | None = Field(
+        default=None, gt=0, description="Less than what is left for a partial chargeback"
+    )
+    reason: str = Field(default="fraudulent", max_length=60, examples=["fraudulent"])
+
+
 class Settlement(BaseModel):
     """One movement of money, for the merchant's reconciliation."""
 
@@ -177,6 +216,9 @@ class Event(BaseModel):
     authorization: Authorization = Field(description="The authorisation as it stands after it")
     refund: Refund | None = Field(
         default=None, description="The refund, for `refund.succeeded` only"
+    )
+    chargeback: Chargeback | None = Field(
+        default=None, description="The chargeback, for `chargeback.created` only"
     )
 
 

@@ -733,10 +733,18 @@ def _reconfigure(
 
 
 def _refund(
-    session: Session, purchase: Purchase, *, code: str, reason: str, actor: Actor, now: datetime
+    session: Session,
+    purchase: Purchase,
+    *,
+    code: str,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    tell: bool = True,
 ) -> None:
     """The car will not run it: entitlements revoked, subscriptions stopped, the hold released
-    (`store.void`), the customer told. The caller issues the new configuration."""
+    (`store.void`), the customer told (unless the caller tells them its own way). The caller
+    issues the new configuration."""
     subscriptions: set[int] = set()
     for entitlement in session.scalars(
         select(Entitlement).where(
@@ -777,7 +785,8 @@ def _refund(
     purchase.failure_code = code
     purchase.failure_reason = reason[:300]
     _move(session, purchase, "refunded", actor=actor, now=now, details={"reason": code})
-    _tell(session, purchase, "store.purchase_refunded", now=now, reason=reason)
+    if tell:
+        _tell(session, purchase, "store.purchase_refunded", now=now, reason=reason)
 
 
 # --- background work --------------------------------------------------------------------------
@@ -855,6 +864,23 @@ def payment_settled(
     purchase = drive_purchase(session, purchase, provider=provider, actor=PLATFORM, now=now)
     if purchase.state == "authorising":
         raise RetryLater("the provider has not confirmed the payment yet")
+
+
+def payment_taken_back(session: Session, payment_id: int, *, reason: str, now: datetime) -> bool:
+    """The card's bank took the purchase's money back (a chargeback, told to the customer by
+    billing): what it paid for ends as a refunded purchase's does, and the car gets a
+    configuration without it. False when no running purchase was paid by this payment."""
+    purchase = session.scalars(
+        select(Purchase).where(Purchase.payment_id == payment_id).with_for_update()
+    ).first()
+    if purchase is None or purchase.state not in ("delivering", "active"):
+        return False
+    _refund(
+        session, purchase, code="charged_back", reason=reason, actor=PLATFORM, now=now, tell=False
+    )
+    vehicle = session.get_one(Vehicle, purchase.vehicle_id)
+    _reconfigure(session, vehicle, reason="purchase charged back", actor=PLATFORM, now=now)
+    return True
 
 
 def deadline_passed(session: Session, purchase_id: int, *, now: datetime) -> None:
