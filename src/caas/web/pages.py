@@ -51,6 +51,7 @@ NAV = {
         ("/operator/orders", "nav.orders"),
         ("/operator/fleet", "nav.fleet"),
         ("/operator/catalog", "nav.catalog"),
+        ("/operator/finance", "nav.finance"),
     ),
     Role.WORKSHOP: (("/workshop", "nav.find_car"),),
 }

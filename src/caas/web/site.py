@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from caas.web import accounts, cars, console, intranet, keys, methods, portal, store, workshop
+from caas.web.finance import router as finance_router
 from caas.web.pages import STATIC_DIR
 
 FAVICON = STATIC_DIR / "favicon.svg"
@@ -25,5 +26,6 @@ def include_web(app: FastAPI) -> None:
     for module in (accounts, intranet, portal, keys, cars, console, workshop, store, methods):
         app.include_router(module.router)
     app.include_router(portal.live_router)
+    app.include_router(finance_router)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
