@@ -4,7 +4,7 @@ paying the renewals, planned options and monthly use; a customer sees only their
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -17,10 +17,23 @@ from caas.billing.models import Payment, PaymentMethod
 from caas.core.clock import FixedClock
 from caas.core.history import customer_timeline, subject_history
 from caas.core.settings import Settings
+from caas.protocol.mqtt import UsageEvent
 from caas.protocol.payments import API_KEY_HEADER, CARD_SUCCEEDS
+from caas.store import metering
 from caas.store.models import Offer
+from caas.vehicles.ingest import store_usage_events
 from tests.billing.conftest import API_KEY, Buyer, PaymentSandbox, buyer, login
-from tests.store.conftest import Owner, delivered_owner, offer, run_all_due, subscribed
+from tests.store.conftest import (
+    Owner,
+    answer,
+    buy,
+    delivered_owner,
+    item,
+    offer,
+    run_all_due,
+    run_relay,
+    subscribed,
+)
 from tests.store.engine import engine_keys, signing
 
 __all__ = ["engine_keys", "signing"]
@@ -328,4 +341,105 @@ def test_a_renewal_with_no_card_left_goes_through_dunning(
     db.refresh(subscription)
     assert (subscription.state, subscription.attempts) == ("active", 0)
     (payment,) = _renewals(db, owner)
+    assert (payment.state, payment.card_last4) == ("captured", "4444")
+
+
+def test_a_planned_option_is_charged_to_the_default_card(
+    db: Session,
+    owner: Owner,
+    app_client: TestClient,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    custom = offer(db, owner.vehicle, "power_boost", "custom", net_minor=500)
+    clock.set(datetime(2026, 3, 20, 12, tzinfo=UTC))
+    login(app_client, owner.user.email)
+    created = app_client.post(
+        f"/api/v1/vehicles/{owner.vehicle.vin}/schedules",
+        json={
+            "offer_id": custom.id,
+            "recurrence": "weekly",
+            "start_date": "2026-03-21",
+            "start_time": "08:00",
+            "end_date": "2026-03-22",
+            "end_time": "22:00",
+            "card_token": payment_sandbox.token(CARD_SUCCEEDS),
+        },
+        headers={"Idempotency-Key": "weekend-on-the-visa"},
+    )
+    assert created.status_code == 201, created.text
+    # The first card saved becomes the default; the schedule follows it.
+    assert add(app_client, payment_sandbox.token(MASTERCARD), "save-mc-later").status_code == 201
+    moved = [
+        entry.event
+        for entry in subject_history(db, "schedule", created.json()["id"])
+        if entry.event == "schedule.payment_method_changed"
+    ]
+    assert moved == ["schedule.payment_method_changed"]
+
+    clock.set(datetime(2026, 3, 21, 7, tzinfo=UTC))
+    run_all_due(settings, sessions, clock, db)
+
+    (payment,) = db.scalars(
+        select(Payment).where(
+            Payment.customer_id == owner.customer.id, Payment.kind == "occurrence"
+        )
+    ).all()
+    assert (payment.state, payment.card_brand, payment.card_last4) == (
+        "captured",
+        "mastercard",
+        "4444",
+    )
+
+
+def test_the_monthly_use_is_charged_to_the_default_card(
+    db: Session,
+    owner: Owner,
+    app_client: TestClient,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    hourly = offer(db, owner.vehicle, "power_boost", "metered", net_minor=150, unit="hour")
+    purchase = buy(
+        db,
+        owner,
+        [item(hourly)],
+        token=payment_sandbox.token(CARD_SUCCEEDS),
+        key="pay-per-use-on-the-visa",
+        settings=settings,
+        clock=clock,
+    )
+    answer(db, owner, purchase.configuration_version or 0, "applied", clock)
+    run_relay(settings, sessions, clock, db)
+    metering.start_metering(db, now=clock.now())
+    db.commit()
+    used_at = clock.now() + timedelta(hours=1)
+    store_usage_events(
+        db,
+        [
+            UsageEvent(
+                vin=owner.vehicle.vin,
+                seq=1,
+                at=used_at,
+                feature="power_boost",
+                unit="hour",
+                quantity=10,
+            )
+        ],
+        now=used_at,
+    )
+    db.commit()
+    login(app_client, owner.user.email)
+    assert add(app_client, payment_sandbox.token(MASTERCARD), "mc-for-the-month").status_code == 201
+
+    clock.set(metering.next_month_run(clock.now()))
+    run_all_due(settings, sessions, clock, db)
+
+    (payment,) = db.scalars(
+        select(Payment).where(Payment.customer_id == owner.customer.id, Payment.kind == "metered")
+    ).all()
     assert (payment.state, payment.card_last4) == ("captured", "4444")
