@@ -90,7 +90,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_outbox_dedupe_key")),
     )
     op.create_index(
-        "ix_outbox_due", "outbox", ["run_after"], unique=False, postgresql_where="done_at IS NULL"
+        "ix_outbox_due",
+        "outbox",
+        ["run_after", "id"],
+        unique=False,
+        postgresql_where="done_at IS NULL",
     )
     op.create_table(
         "platforms",

@@ -42,7 +42,12 @@ ASYNCHRONOUS_COMMIT = text("SET LOCAL synchronous_commit TO off")
 
 class OutboxMessage(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "run_after", postgresql_where="done_at IS NULL"),)
+    # In the relays' order (run_after, id): picking the next message walks the index and
+    # stops at the first row it can lock, however many are due (a monthly run queues one per
+    # car); on run_after alone every due row was read and sorted for each pick.
+    __table_args__ = (
+        Index("ix_outbox_due", "run_after", "id", postgresql_where="done_at IS NULL"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     topic: Mapped[str] = mapped_column(String(60))
