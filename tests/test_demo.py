@@ -175,6 +175,8 @@ def test_two_demos_run_side_by_side_stop_cleanly_and_keep_their_data(
         assert users == len(DEALERSHIPS) + len(STAFF) + len(DEMO_CUSTOMERS)
         sales = count_rows(first_db, "sales")
         assert sales == len(DEMO_CUSTOMERS)
+        # Each paid a deposit and the rest: revenue for the operator's finance page.
+        assert count_rows(first_db, "invoices") == 2 * len(DEMO_CUSTOMERS)
 
         first.stop(signal.SIGINT)
 

@@ -101,6 +101,7 @@ class DemoPorts:
 @dataclass(frozen=True)
 class DemoUrls:
     portal: str
+    finance: str
     api_docs: str
     mail_inbox: str
     factory: str
@@ -113,6 +114,7 @@ class DemoUrls:
     def on(cls, ports: DemoPorts) -> DemoUrls:
         return cls(
             portal=f"{_http(ports.api)}/login",
+            finance=f"{_http(ports.api)}/operator/finance",
             api_docs=f"{_http(ports.api)}/docs",
             mail_inbox=f"{_http(ports.mail)}/",
             factory=_http(ports.factory),
@@ -234,6 +236,7 @@ def print_welcome(
     places.add_column("What", style="bold")
     places.add_column("Where", no_wrap=True)
     places.add_row("Portal and intranet (log in here)", urls.portal)
+    places.add_row("Operator's finance: revenue, refunds, CSV (as the operator)", urls.finance)
     places.add_row("API documentation (OpenAPI)", urls.api_docs)
     places.add_row("Mail inbox (customers' e-mails)", urls.mail_inbox)
     places.add_row("Factory simulator (OpenAPI)", f"{urls.factory}/docs")

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -28,7 +29,7 @@ from caas.core.errors import InvalidInput
 from caas.core.history import Actor
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
-from tests.billing.conftest import PaymentSandbox, buyer, login, pay
+from tests.billing.conftest import PaymentSandbox, buyer, deliver, login, pay
 
 ACTOR = Actor(kind="operator", label="finance-test")
 OPERATOR = "operator@caas.example"
@@ -440,3 +441,23 @@ def test_a_bad_export_is_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_chargeback_subtracts_its_net_share_in_its_month(
+    app_client: TestClient, db: Session, books: Books, payment_sandbox: PaymentSandbox
+) -> None:
+    before = finance.revenue(db, FinanceFilter(), "feature").totals["GBP"]
+    assert books.gbp.provider_ref is not None
+    taken = httpx.post(
+        f"{payment_sandbox.url}/sim/authorizations/{books.gbp.provider_ref}/chargeback",
+        json={"reason": "fraudulent"},
+    )
+    assert taken.status_code == 201, taken.text
+    event = payment_sandbox.inbox.wait_for(books.gbp.reference, "chargeback.created")
+    assert deliver(app_client, event)["state"] == "charged_back"
+    db.expire_all()
+    after = finance.revenue(db, FinanceFilter(), "feature")
+    # The whole 24.20 taken back: its net share is the invoice's 20.00.
+    assert _by_key(after.cells)[(finance.CHARGEBACKS, "GBP")] == -2_000
+    assert after.totals["GBP"] == before - 2_000 == 0
+    assert after.totals["EUR"] == finance.revenue(db, FinanceFilter(), "country").totals["EUR"]
