@@ -16,6 +16,12 @@ Two outbox chains, built like the reminders (`caas.store.reminders`):
   car with usage in the month before. Its payment's key is derived from customer, car and month,
   so a second run (or a restarted worker) charges nothing twice; the card is the one kept on the
   purchase of the metered option.
+
+A declined month goes through dunning (`store.metering.retry`): tried again `RETRY_AFTER_DAYS`
+after the first failure, each time with a payment of its own (the customer's newest card, see
+`_card`) and the customer told; after the last try the car's metered options are paused (a new
+configuration without them) and the month is tried every `PAUSED_RETRY_EVERY` until it is
+paid, which switches them back on.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
-from caas.core.history import Actor
+from caas.core.history import Actor, record
 from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
 from caas.core.settings import Settings
 from caas.ota.service import request_configuration
@@ -60,6 +66,12 @@ CAPS_TOPIC: Final = "store.metering.caps"
 MONTH_TOPIC: Final = "store.metering.month"
 CHARGE_TOPIC: Final = "store.metering.charge"
 SETTLE_TOPIC: Final = "store.metering.settle"
+RETRY_TOPIC: Final = "store.metering.retry"
+# A declined month is tried again this many days after its first failure; after the last
+# failed try the car's metered options are paused until the month is paid.
+RETRY_AFTER_DAYS: Final = (1, 3, 7)
+# While paused, the unpaid month is tried again this often (a new card may pay it).
+PAUSED_RETRY_EVERY: Final = timedelta(days=7)
 CAPS_CURSOR: Final = "metering_caps"
 # How often usage is checked against the caps: a few minutes over the cap at most.
 CHECK_EVERY: Final = timedelta(minutes=5)
@@ -494,6 +506,35 @@ def begin_month_charge(
     )
 
 
+@dataclass(frozen=True)
+class Dunning:
+    """Where an unpaid month stands: which try this is (0: the first charge), since when it
+    fails, and the metered entitlements paused for it (to switch back on once paid)."""
+
+    vehicle_id: int
+    attempt: int = 0
+    first_failed_at: datetime | None = None
+    paused: tuple[int, ...] = ()
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "vehicle_id": self.vehicle_id,
+            "attempt": self.attempt,
+            "first_failed_at": self.first_failed_at.isoformat() if self.first_failed_at else None,
+            "paused": list(self.paused),
+        }
+
+    @classmethod
+    def of(cls, payload: dict[str, Any]) -> Dunning:
+        failed = payload.get("first_failed_at")
+        return cls(
+            vehicle_id=int(payload["vehicle_id"]),
+            attempt=int(payload.get("attempt", 0)),
+            first_failed_at=datetime.fromisoformat(failed) if failed else None,
+            paused=tuple(int(i) for i in payload.get("paused", ())),
+        )
+
+
 def settle_month_charge(
     session: Session,
     payment: Payment,
@@ -502,9 +543,12 @@ def settle_month_charge(
     month: str,
     provider: PaymentProvider,
     now: datetime,
+    dunning: Dunning | None = None,
 ) -> Payment:
     """Authorise and capture (billing issues the invoice); a failure is told to the customer
-    once. Raises `RetryLater` while the provider has not answered."""
+    once. Raises `RetryLater` while the provider has not answered. With `dunning`, a failure
+    schedules the next try (or pauses the car's metered options) and a success switches
+    paused ones back on."""
     payment = billing.authorise_payment(
         session, payment, payment_method=card, provider=provider, actor=ACTOR, now=now
     )
@@ -524,8 +568,187 @@ def settle_month_charge(
             dedupe_key=f"metered.charge_failed:{payment.id}",
             now=now,
         )
+        if dunning is not None:
+            _month_declined(session, payment, month=month, dunning=dunning, now=now)
     elif payment.state not in ("captured",):
         raise RetryLater(f"metered payment {payment.id} is {payment.state} at the provider")
+    elif dunning is not None and dunning.paused:
+        _resume(session, payment, dunning=dunning, now=now)
+    return payment
+
+
+# --- dunning -----------------------------------------------------------------------------------
+
+
+def _month_key(customer_id: int, vehicle_id: int, month: str) -> str:
+    return f"metered:{customer_id}:{vehicle_id}:{month}"
+
+
+def _month_declined(
+    session: Session, payment: Payment, *, month: str, dunning: Dunning, now: datetime
+) -> None:
+    """The try `dunning.attempt` of the month failed: the next one scheduled, and after the
+    last scheduled one the car's metered options paused."""
+    first_failed_at = dunning.first_failed_at or now
+    paused = dunning.paused
+    if dunning.attempt < len(RETRY_AFTER_DAYS):
+        at = first_failed_at + timedelta(days=RETRY_AFTER_DAYS[dunning.attempt])
+    else:
+        if not paused:
+            paused = _pause_for_dunning(session, payment, dunning.vehicle_id, month, now=now)
+        at = now + PAUSED_RETRY_EVERY
+    following = Dunning(dunning.vehicle_id, dunning.attempt + 1, first_failed_at, paused)
+    record(
+        session,
+        at=now,
+        actor=ACTOR,
+        subject_type="payment",
+        subject_id=payment.id,
+        customer_id=payment.customer_id,
+        event="metered.retry_scheduled",
+        details={"month": month, "attempt": following.attempt, "at": at.isoformat()},
+    )
+    key = _month_key(payment.customer_id, dunning.vehicle_id, month)
+    _queue(
+        session,
+        RETRY_TOPIC,
+        {"customer_id": payment.customer_id, "month": month, **following.payload()},
+        f"{RETRY_TOPIC}:{key}:{following.attempt}",
+        at,
+        now,
+    )
+
+
+def _pause_for_dunning(
+    session: Session, payment: Payment, vehicle_id: int, month: str, *, now: datetime
+) -> tuple[int, ...]:
+    """Switch off the car's metered options (now and any window to come) until the month is
+    paid: one new configuration, the customer told. Returns the entitlements ended."""
+    found = list(
+        session.scalars(
+            select(Entitlement).where(
+                Entitlement.vehicle_id == vehicle_id,
+                Entitlement.customer_id == payment.customer_id,
+                Entitlement.source == "metered",
+                Entitlement.state.in_(("delivering", "active")),
+                or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
+            )
+        )
+    )
+    for entitlement in found:
+        entitlements.end(session, entitlement, at=now, actor=ACTOR, now=now)
+    vehicle = session.get_one(Vehicle, vehicle_id)
+    if found:
+        request_configuration(session, vehicle, reason="metered.unpaid", actor=ACTOR, now=now)
+    customer = session.get_one(Customer, payment.customer_id)
+    tell(
+        session,
+        customer,
+        kind="metered.paused",
+        context={
+            "vin": vehicle.vin,
+            "month": month,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+        },
+        dedupe_key=f"metered.paused:{_month_key(customer.id, vehicle_id, month)}",
+        now=now,
+    )
+    return tuple(entitlement.id for entitlement in found)
+
+
+def _resume(session: Session, payment: Payment, *, dunning: Dunning, now: datetime) -> None:
+    """The unpaid month is paid: the options paused for it on again from now (unless the car
+    got them back meanwhile), one new configuration, the customer told."""
+    vehicle = session.get_one(Vehicle, dunning.vehicle_id)
+    granted = 0
+    for entitlement_id in dunning.paused:
+        paused = session.get_one(Entitlement, entitlement_id)
+        running = session.scalar(
+            select(Entitlement.id).where(
+                Entitlement.vehicle_id == vehicle.id,
+                Entitlement.feature_id == paused.feature_id,
+                Entitlement.source == "metered",
+                Entitlement.state.in_(("delivering", "active")),
+                or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
+            )
+        )
+        if running is not None:
+            continue
+        entitlements.grant(
+            session,
+            vehicle=vehicle,
+            feature=session.get_one(Feature, paused.feature_id),
+            source="metered",
+            valid_from=now,
+            valid_until=None,
+            customer_id=paused.customer_id,
+            offer_id=paused.offer_id,
+            purchase_id=paused.purchase_id,
+            spending_cap_minor=paused.spending_cap_minor,
+            actor=ACTOR,
+            now=now,
+        )
+        granted += 1
+    if granted:
+        request_configuration(session, vehicle, reason="metered.paid", actor=ACTOR, now=now)
+    customer = session.get_one(Customer, payment.customer_id)
+    tell(
+        session,
+        customer,
+        kind="metered.resumed",
+        context={
+            "vin": vehicle.vin,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+        },
+        dedupe_key=f"metered.resumed:{payment.id}",
+        now=now,
+    )
+
+
+def retry_month(
+    session: Session, *, customer_id: int, month: str, dunning: Dunning, now: datetime
+) -> Payment | None:
+    """A dunning try: a new payment of the unpaid month (same lines, the customer's newest
+    card), queued to be settled; a month paid meanwhile only switches its options back on."""
+    key = _month_key(customer_id, dunning.vehicle_id, month)
+    payments = list(
+        session.scalars(
+            select(Payment)
+            .where(
+                Payment.customer_id == customer_id,
+                or_(Payment.idempotency_key == key, Payment.idempotency_key.like(f"{key}:%")),
+            )
+            .order_by(Payment.id)
+        )
+    )
+    if not payments:
+        return None
+    if any(found.state == "captured" for found in payments):
+        if dunning.paused:
+            _resume(session, payments[-1], dunning=dunning, now=now)
+        return None
+    card = _card(session, dunning.vehicle_id, customer_id)
+    if card is None:
+        _month_declined(session, payments[-1], month=month, dunning=dunning, now=now)
+        return None
+    first = payments[0]
+    payment = billing.begin_store_payment(
+        session,
+        customer_id=customer_id,
+        kind="metered",
+        lines=[billing_rules.LineDraft(**line) for line in first.invoice_lines or []],
+        currency=first.currency,
+        country=first.invoice_country or "",
+        payment_method=card,
+        idempotency_key=f"{key}:retry-{dunning.attempt}",
+        actor=ACTOR,
+        now=now,
+        details={"vehicle_id": dunning.vehicle_id, "month": month, "attempt": dunning.attempt},
+    )
+    settle = {"payment_id": payment.id, "month": month, "card": card, **dunning.payload()}
+    _queue(session, SETTLE_TOPIC, settle, f"{SETTLE_TOPIC}:{payment.id}", now, now)
     return payment
 
 
@@ -567,6 +790,7 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
             "payment_id": payment.id,
             "month": str(payload["month"]),
             "card": _card(session, int(payload["vehicle_id"]), int(payload["customer_id"])),
+            **Dunning(int(payload["vehicle_id"])).payload(),
         }
         _queue(session, SETTLE_TOPIC, settle, f"{SETTLE_TOPIC}:{payment.id}", now, now)
 
@@ -580,9 +804,25 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
                 month=str(payload["month"]),
                 provider=provider,
                 now=clock.now(),
+                dunning=Dunning.of(payload) if "vehicle_id" in payload else None,
             )
 
-    return {CAPS_TOPIC: caps, MONTH_TOPIC: month, CHARGE_TOPIC: charge, SETTLE_TOPIC: settle}
+    def retry(session: Session, payload: dict[str, Any]) -> None:
+        retry_month(
+            session,
+            customer_id=int(payload["customer_id"]),
+            month=str(payload["month"]),
+            dunning=Dunning.of(payload),
+            now=clock.now(),
+        )
+
+    return {
+        CAPS_TOPIC: caps,
+        MONTH_TOPIC: month,
+        CHARGE_TOPIC: charge,
+        SETTLE_TOPIC: settle,
+        RETRY_TOPIC: retry,
+    }
 
 
 @dataclass(frozen=True)
