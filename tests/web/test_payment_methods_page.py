@@ -5,6 +5,7 @@ card the default, removing one; another customer's card is a 404."""
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import httpx
 import pytest
@@ -12,10 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caas.billing.models import PaymentMethod
+from caas.billing.models import Payment, PaymentMethod
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_SUCCEEDS
+from caas.store.models import Purchase
 from tests.billing.conftest import (
     Buyer,
     PaymentSandbox,
@@ -23,7 +25,11 @@ from tests.billing.conftest import (
     payment_sandbox,  # noqa: F401 - the sandbox served for real, shared with billing's tests
     settings,  # noqa: F401 - settings that reach the sandbox
 )
+from tests.store.conftest import offer, owner_of
+from tests.store.engine import Delivered, delivered, engine_keys, signing
 from tests.web.support import csrf_token, form_key, log_in, text_of
+
+__all__ = ["delivered", "engine_keys", "signing"]
 
 PAGE = "/portal/payment-methods"
 MASTERCARD = "5555555555554444"
@@ -67,6 +73,12 @@ def command(client: TestClient, method_id: int, action: str) -> httpx.Response:
         data={"csrf_token": found.group(1), "idempotency_key": found.group(2)},
         follow_redirects=False,
     )
+
+
+def hidden_cart(page: str) -> str:
+    found = re.search(r'name="cart" value="([^"]*)"', page)
+    assert found is not None, "no cart on the checkout"
+    return unescape(found.group(1))
 
 
 def cards(db: Session, customer: Buyer) -> list[PaymentMethod]:
@@ -161,3 +173,44 @@ def test_make_default_and_remove_from_the_page(
     )
     assert response.status_code == 404
     assert cards(db, customer)[0].removed_at is None
+
+
+def test_the_checkout_offers_the_default_card(
+    db: Session,
+    app_client: TestClient,
+    delivered: Delivered,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,  # noqa: F811
+) -> None:
+    owner = owner_of(db, delivered.car, clock.now())
+    log_in(app_client, owner.customer.email)
+    day = offer(db, owner.vehicle, "power_boost", "window", "1D", net_minor=900)
+    store = f"/portal/cars/{owner.vehicle.vin}/store"
+
+    def checkout() -> str:
+        page = app_client.get(store).text
+        response = app_client.post(
+            f"{store}/quote",
+            data={"csrf_token": csrf_token(page), "offer.power_boost": str(day.id)},
+        )
+        assert response.status_code == 200, response.text
+        return response.text
+
+    assert "data-saved-card" not in checkout()  # no saved card: only the card form
+    add_card(app_client, payment_sandbox.token(MASTERCARD))
+    page = checkout()
+    assert "Pagar 10,89 € con Mastercard •••• 4444" in text_of(page)
+    paid = app_client.post(
+        f"{store}/purchase",
+        data={
+            "csrf_token": csrf_token(page),
+            "idempotency_key": form_key(page),
+            "cart": hidden_cart(page),
+            "saved_card": "default",
+        },
+        follow_redirects=False,
+    )
+    assert paid.status_code == 303, paid.text
+    (purchase,) = db.scalars(select(Purchase).where(Purchase.vehicle_id == owner.vehicle.id))
+    payment = db.get_one(Payment, purchase.payment_id)
+    assert (payment.state, payment.card_last4) == ("authorised", "4444")

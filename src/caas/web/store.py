@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import CustomerUser, actor_of
 from caas.accounts.models import User
+from caas.billing import methods
+from caas.billing.methods_schemas import PaymentMethodRead
 from caas.billing.provider import SandboxProvider
 from caas.catalog import service as catalog
 from caas.catalog.models import Platform
@@ -455,6 +457,7 @@ def _checkout(
     charges once and a new attempt after a refusal is a new purchase."""
     language = language_of(request, user)
     settings = request.app.state.settings
+    saved = methods.default_method(session, customer.id)
     context = {
         "vehicle": vehicle,
         "model": _model_name(session, vehicle),
@@ -463,6 +466,8 @@ def _checkout(
         "names": [line.name for line in priced.lines],
         "cart": json.dumps([item.model_dump(mode="json") for item in items]),
         "needs_card": _needs_card(priced),
+        # The customer's default card, offered instead of typing one (`saved_card` posted).
+        "saved_card": PaymentMethodRead.of(saved) if saved is not None else None,
         "tokens_url": f"{settings.browser_payment_url.rstrip('/')}/v1/tokens",
         "values": {"idempotency_key": uuid.uuid4().hex},
         "errors": errors or FormErrors(),
@@ -546,6 +551,9 @@ def buy(
     language = language_of(request, user)
     key = str(values.get("idempotency_key", ""))
     token = str(values.get("card_token", "")).strip()
+    if not token and values.get("saved_card") == "default":
+        saved = methods.default_method(session, customer.id)
+        token = saved.token if saved is not None else ""
     try:
         check_key(key)
         items = QuoteCreate(items=_CART.validate_json(values.get("cart") or "[]")).items
