@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from caas.billing import resolve, service
+from caas.billing import resolve, rules, service
 from caas.billing.models import Invoice, Payment
 from caas.billing.provider import SandboxProvider
 from caas.core.clock import FixedClock
 from caas.core.history import HistoryEntry
+from caas.core.money import Money
 from caas.core.outbox import OutboxMessage, pending
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_ANSWERS_LATE, CARD_SUCCEEDS
@@ -253,3 +255,81 @@ def test_a_store_payment_left_authorised_waits_for_the_store_not_the_resolver(
     db.commit()
     assert _payment(db, payment.id).state == "authorised"
     assert payment_sandbox.captures(payment.reference) == 0
+
+
+def test_a_hold_made_after_the_payment_was_given_up_is_released(
+    app_client: TestClient,
+    db: Session,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    who = buyer(db, settings, clock)
+    token = payment_sandbox.token(CARD_SUCCEEDS)
+    payment = service.begin_sale_payment(
+        db,
+        user=who.user,
+        sale_id=who.sale.id,
+        kind="deposit",
+        card_token=token,
+        idempotency_key="given-up-1",
+        now=clock.now(),
+    )
+    db.commit()
+    clock.advance(resolve.NEVER_RECEIVED_AFTER)
+    with SandboxProvider.from_settings(settings) as provider:
+        resolve.resolve(db, payment.id, provider=provider, now=clock.now())
+        db.commit()
+        assert _payment(db, payment.id).failure_code == "provider.never_received"
+        # The request reaches the provider after all, much later: money held for nothing.
+        held = provider.authorise(
+            Money(payment.amount_minor, payment.currency),
+            token,
+            rules.provider_key(payment.reference, "authorise"),
+            payment.reference,
+        )
+    event = payment_sandbox.inbox.wait_for(payment.reference, "authorization.succeeded")
+    assert deliver(app_client, event)["state"] == "failed"
+    assert payment_sandbox.sandbox.authorizations[held.provider_ref or ""].status == "voided"
+    assert ("payment.late_hold_released", "provider") in _history(db, payment.id)
+    assert payment_sandbox.captures(payment.reference) == 0
+
+
+def test_the_provider_tells_what_became_of_a_reference(
+    settings: Settings, payment_sandbox: PaymentSandbox
+) -> None:
+    with SandboxProvider.from_settings(settings) as provider:
+        assert provider.lookup("pay_never_sent") is None
+        held = provider.authorise(
+            Money(1_000, "EUR"), payment_sandbox.token(CARD_SUCCEEDS), "lookup-1", "pay_lookup_1"
+        )
+        assert held.provider_ref is not None
+        provider.capture(held.provider_ref, Money(1_000, "EUR"), "lookup-1-capture")
+        provider.refund(held.provider_ref, Money(300, "EUR"), "lookup-1-refund")
+        found = provider.lookup("pay_lookup_1")
+    assert found is not None
+    assert (found.id, found.status, found.captured_minor, found.refunded_minor) == (
+        held.provider_ref,
+        "captured",
+        1_000,
+        300,
+    )
+    # Behind the secret key like every other call.
+    assert (
+        httpx.get(
+            f"{payment_sandbox.url}/v1/authorizations", params={"reference": "pay_lookup_1"}
+        ).status_code
+        == 401
+    )
+
+
+def test_the_worker_starts_the_sweep_once_per_period(
+    db: Session, sessions: sessionmaker[Session], clock: FixedClock
+) -> None:
+    resolve.start_sweeping(sessions, clock)
+    resolve.start_sweeping(sessions, clock)
+    (queued,) = pending(db, resolve.SWEEP_TOPIC)
+    assert queued.run_after == clock.now()
+    resolve.sweep(db, now=clock.now())
+    runs = pending(db, resolve.SWEEP_TOPIC)
+    assert [run.run_after for run in runs] == [clock.now(), clock.now() + resolve.SWEEP_EVERY]
