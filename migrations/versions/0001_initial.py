@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 17:22:20.491293
+Create Date: 2026-12-03 17:32:43.058054
 """
 
 from collections.abc import Sequence

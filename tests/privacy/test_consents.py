@@ -50,23 +50,22 @@ def consent_history(db: Session, fleet: Fleet) -> list[tuple[str, str | None, st
     ]
 
 
-def test_every_consent_is_off_until_the_customer_gives_it(customer: TestClient) -> None:
+def test_every_consent_is_off_until_the_customer_gives_it_but_the_service_one(
+    customer: TestClient,
+) -> None:
     response = customer.get("/api/v1/me/consents")
     assert response.status_code == 200, response.text
-    assert response.json() == [
-        {
-            "purpose": "location_history",
-            "description": response.json()[0]["description"],
-            "granted": False,
-            "changed_at": None,
-        },
-        {
-            "purpose": "driving_style",
-            "description": response.json()[1]["description"],
-            "granted": False,
-            "changed_at": None,
-        },
+    assert [
+        (item["purpose"], item["granted"], item["required"], item["changed_at"])
+        for item in response.json()
+    ] == [
+        ("service", True, True, None),
+        ("location_history", False, False, None),
+        ("driving_style", False, False, None),
+        ("product_improvement", False, False, None),
+        ("tailored_offers", False, False, None),
     ]
+    assert all(item["description"] for item in response.json())
 
 
 def test_each_change_is_kept_in_the_customers_file(
@@ -74,15 +73,22 @@ def test_each_change_is_kept_in_the_customers_file(
 ) -> None:
     granted = customer.put("/api/v1/me/consents", json={"location_history": True})
     assert granted.status_code == 200, granted.text
-    assert answers(granted) == {"location_history": True, "driving_style": False}
-    assert granted.json()[0]["changed_at"] == clock.now().isoformat().replace("+00:00", "Z")
+    assert answers(granted) == {
+        "service": True,
+        "location_history": True,
+        "driving_style": False,
+        "product_improvement": False,
+        "tailored_offers": False,
+    }
+    assert granted.json()[1]["changed_at"] == clock.now().isoformat().replace("+00:00", "Z")
 
     clock.advance(timedelta(days=2))
     both = {"location_history": False, "driving_style": True}
-    assert answers(customer.put("/api/v1/me/consents", json=both)) == both
+    expected = {**answers(granted), **both}
+    assert answers(customer.put("/api/v1/me/consents", json=both)) == expected
     # The same answers again change nothing and add nothing to the file.
-    assert answers(customer.put("/api/v1/me/consents", json=both)) == both
-    assert answers(customer.get("/api/v1/me/consents")) == both
+    assert answers(customer.put("/api/v1/me/consents", json=both)) == expected
+    assert answers(customer.get("/api/v1/me/consents")) == expected
 
     assert consent_history(db, fleet) == [
         ("consent.granted", None, "granted", "location_history"),
@@ -121,6 +127,7 @@ def test_withdrawing_through_the_api_stops_the_storing(
         ({}, "body"),
         ({"location_history": "maybe"}, "location_history"),
         ({"location_history": True, "marketing": True}, "marketing"),
+        ({"service": False}, "service"),
     ],
 )
 def test_a_malformed_answer_is_refused_naming_the_field(
@@ -137,3 +144,23 @@ def test_only_customers_have_consents(app_client: TestClient) -> None:
     login(app_client, DEALERS["ES"])
     assert app_client.get("/api/v1/me/consents").status_code == 403
     assert app_client.put("/api/v1/me/consents", json={"driving_style": True}).status_code == 403
+
+
+def test_the_history_of_consents_is_listed_oldest_first_and_shown_on_the_privacy_page(
+    customer: TestClient, clock: FixedClock
+) -> None:
+    customer.put("/api/v1/me/consents", json={"tailored_offers": True})
+    clock.advance(timedelta(days=1))
+    customer.put("/api/v1/me/consents", json={"tailored_offers": False, "driving_style": True})
+    response = customer.get("/api/v1/me/consents/history")
+    assert response.status_code == 200, response.text
+    assert [(c["purpose"], c["from_state"], c["to_state"]) for c in response.json()] == [
+        ("tailored_offers", None, "granted"),
+        ("driving_style", None, "granted"),
+        ("tailored_offers", "granted", "withdrawn"),
+    ]
+    assert all(c["actor"].startswith("customer:") for c in response.json())
+    page = customer.get("/portal/privacy")
+    assert page.status_code == 200, page.text
+    assert 'data-consent-change="tailored_offers:withdrawn"' in page.text
+    assert 'data-consent-change="driving_style:granted"' in page.text

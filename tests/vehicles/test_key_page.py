@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
 from caas.ota.service import versions_of
-from caas.privacy import service as privacy
 from caas.protocol.mqtt import ManifestBody
 from caas.vehicles.models import Vehicle
 from tests.conftest import SmtpInbox
@@ -154,20 +153,6 @@ def test_another_customers_car_is_not_found(
     assert order.vin not in app_client.get(PAGE).text
     response = pair_form(app_client, order, p256()[1])
     assert response.status_code == 404  # type: ignore[attr-defined]
-
-
-def test_the_privacy_form_gives_and_withdraws_consent(
-    owner: TestClient, db: Session, order: Order
-) -> None:
-    assert submit(owner, PAGE, "/portal/privacy", {"location_history": "on"}).status_code == 303
-    granted = {c.purpose: c.granted for c in privacy.consents_of(db, order.customer_id)}
-    assert granted == {"location_history": True, "driving_style": False}
-    assert 'name="location_history" checked' in owner.get(PAGE).text
-
-    assert submit(owner, PAGE, "/portal/privacy", {}).status_code == 303
-    db.expire_all()
-    withdrawn = {c.purpose: c.granted for c in privacy.consents_of(db, order.customer_id)}
-    assert withdrawn == {"location_history": False, "driving_style": False}
 
 
 def test_without_a_car_link_there_is_no_unlock_button(

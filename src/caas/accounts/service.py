@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.accounts.models import ActivationToken, ApiToken, LoginAttempt, Role, User
@@ -227,3 +227,22 @@ def revoke_api_token(session: Session, *, token: str, now: datetime) -> None:
     if api_token is None:
         raise NotFound("no such token")
     api_token.revoked_at = now
+
+
+def follow_customer(user: User, *, full_name: str, language: str) -> None:
+    """The login's name and language after the customer corrected theirs."""
+    user.full_name = full_name
+    user.language = language
+
+
+def erase_login(session: Session, *, user: User) -> None:
+    """The account erased at its owner's request: no password, no tokens, no e-mail (a
+    placeholder keeps the column unique), inactive; every web session is refused at once."""
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    session.execute(delete(ActivationToken).where(ActivationToken.user_id == user.id))
+    session.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
+    user.email = f"erased-{user.id}@erased.invalid"
+    user.full_name = "Erased customer"
+    user.password_hash = None
+    user.is_active = False
+    user.session_epoch += 1

@@ -1,4 +1,5 @@
-"""The rules of consent: reading a customer's choices, changing them, and asking them in bulk."""
+"""The rules of consent: reading a customer's choices, changing them, their history, and
+asking them in bulk or for one use."""
 
 from __future__ import annotations
 
@@ -9,18 +10,21 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from caas.core.history import Actor, record
+from caas.core.errors import InvalidInput
+from caas.core.history import Actor, HistoryEntry, record
 from caas.privacy.models import Consent
-from caas.privacy.rules import PURPOSES, Purpose
+from caas.privacy.rules import PURPOSES, SERVICE, Purpose
 
 
 @dataclass(frozen=True, slots=True)
 class ConsentState:
-    """A customer's answer for one purpose; `changed_at` is None while they never chose."""
+    """A customer's answer for one purpose; `changed_at` is None while they never chose.
+    `required`: the service needs it (`service`), so it is always granted."""
 
     purpose: Purpose
     granted: bool
     changed_at: datetime | None
+    required: bool = False
 
 
 def _rows(session: Session, customer_id: int, *, lock: bool = False) -> dict[str, Consent]:
@@ -37,6 +41,8 @@ def consents_of(session: Session, customer_id: int) -> list[ConsentState]:
 
 
 def _state(purpose: Purpose, row: Consent | None) -> ConsentState:
+    if purpose == SERVICE:
+        return ConsentState(purpose, granted=True, changed_at=None, required=True)
     if row is None:
         return ConsentState(purpose, granted=False, changed_at=None)
     return ConsentState(purpose, granted=row.granted, changed_at=row.changed_at)
@@ -54,6 +60,12 @@ def set_consents(
     `consent.withdrawn` in their file. Answering what is already recorded changes nothing, so
     sending the same choices twice is harmless. Withdrawing stops the storing at once: the
     ingest asks `granted_purposes` for every batch."""
+    if SERVICE in choices:
+        raise InvalidInput(
+            "the service needs this data to run; it is not a choice",
+            field=SERVICE,
+            code="consent.service_required",
+        )
     rows = _rows(session, customer_id, lock=True)
     for purpose, granted in choices.items():
         row = rows.get(purpose)
@@ -102,3 +114,26 @@ def granted_purposes(
         if purpose in PURPOSES:
             found.setdefault(customer_id, set()).add(purpose)
     return {customer_id: frozenset(purposes) for customer_id, purposes in found.items()}
+
+
+def may_use(session: Session, customer_id: int | None, purpose: Purpose) -> bool:
+    """Whether the customer's data may be used for `purpose` now (read at each use, so a
+    withdrawal counts from the next use on). A car without an owner has no one to consent."""
+    if purpose == SERVICE:
+        return True
+    if customer_id is None:
+        return False
+    return purpose in granted_purposes(session, [customer_id]).get(customer_id, frozenset())
+
+
+def consent_history(session: Session, customer_id: int) -> list[HistoryEntry]:
+    """Every change of the customer's consents, oldest first."""
+    query = (
+        select(HistoryEntry)
+        .where(
+            HistoryEntry.customer_id == customer_id,
+            HistoryEntry.event.in_(("consent.granted", "consent.withdrawn")),
+        )
+        .order_by(HistoryEntry.at, HistoryEntry.id)
+    )
+    return list(session.scalars(query))

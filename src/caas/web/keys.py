@@ -22,8 +22,6 @@ from caas.core.api import ClockDep, DbSession
 from caas.core.errors import CaasError
 from caas.core.idempotency import once
 from caas.notifications import service as notifications
-from caas.privacy import service as privacy
-from caas.privacy.rules import PURPOSES
 from caas.sales import service as sales
 from caas.vehicles import keys
 from caas.vehicles.key_schemas import PhoneKeyCreate, PhoneKeyRead
@@ -181,7 +179,6 @@ def _page(
         "zone": zone_of_country(customer.country),
         "unread": unread,
         "cars": keys.keys_of_owner(session, user),
-        "consents": privacy.consents_of(session, customer.id),
         "sim_url": sim_url.rstrip("/") if sim_url else "",
         "errors": errors or FormErrors(),
         "new_key": uuid.uuid4().hex,
@@ -271,25 +268,4 @@ def revoke_phone(
         session, user=user, vin=vin, key_id=key_id, actor=actor_of(user), now=clock.now()
     )
     flash(request, "flash.phone_revoked", label=key.label)
-    return see_other(PAGE)
-
-
-@router.post("/privacy")
-def save_consents(
-    request: Request,
-    form: PostedForm,
-    session: DbSession,
-    clock: ClockDep,
-    user: CustomerPage,
-) -> Response:
-    """The privacy form: a ticked box is consent given, an unticked one consent withdrawn."""
-    customer = sales.customer_of_user(session, user)
-    privacy.set_consents(
-        session,
-        customer_id=customer.id,
-        choices={purpose: form.get(purpose) == "on" for purpose in PURPOSES},
-        actor=actor_of(user),
-        now=clock.now(),
-    )
-    flash(request, "flash.consents_saved")
     return see_other(PAGE)

@@ -6,7 +6,18 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from caas.web import accounts, cars, console, intranet, keys, methods, portal, store, workshop
+from caas.web import (
+    accounts,
+    cars,
+    console,
+    intranet,
+    keys,
+    methods,
+    portal,
+    privacy,
+    store,
+    workshop,
+)
 from caas.web.finance import router as finance_router
 from caas.web.pages import STATIC_DIR
 
@@ -23,7 +34,18 @@ def favicon() -> FileResponse:
 def include_web(app: FastAPI) -> None:
     """Every page router, `/static` (CSS, the icon and the little JavaScript the pages use),
     and `/favicon.ico`."""
-    for module in (accounts, intranet, portal, keys, cars, console, workshop, store, methods):
+    for module in (
+        accounts,
+        intranet,
+        portal,
+        keys,
+        privacy,
+        cars,
+        console,
+        workshop,
+        store,
+        methods,
+    ):
         app.include_router(module.router)
     app.include_router(portal.live_router)
     app.include_router(finance_router)
