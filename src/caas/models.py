@@ -10,6 +10,7 @@ from caas.iot import models as iot_models
 from caas.maintenance import models as maintenance_models
 from caas.notifications import models as notifications_models
 from caas.ota import models as ota_models
+from caas.ownership import models as ownership_models
 from caas.privacy import models as privacy_models
 from caas.registration import models as registration_models
 from caas.sales import models as sales_models
@@ -29,6 +30,7 @@ __all__ = [
     "notifications_models",
     "ota_models",
     "outbox",
+    "ownership_models",
     "privacy_models",
     "registration_models",
     "sales_models",

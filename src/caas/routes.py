@@ -14,6 +14,7 @@ from caas.factory.api import router as factory_router
 from caas.files.api import router as files_router
 from caas.maintenance.api import router as maintenance_router
 from caas.notifications.api import router as notifications_router
+from caas.ownership.api import router as ownership_router
 from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
 from caas.sales.api import router as sales_router
@@ -38,6 +39,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(delivery_router)
     app.include_router(phone_keys_router)
     app.include_router(twin_router)
+    app.include_router(ownership_router)
     app.include_router(privacy_router)
     include_web(app)
     app.include_router(catalog_router)

@@ -41,6 +41,7 @@ def build_handlers(
     from caas.iot.jobs import handlers as iot_handlers
     from caas.notifications.jobs import handlers as notification_handlers
     from caas.ota.jobs import handlers as ota_handlers
+    from caas.ownership.jobs import handlers as ownership_handlers
     from caas.registration.jobs import handlers as registration_handlers
     from caas.store.jobs import handlers as store_handlers
 
@@ -52,6 +53,7 @@ def build_handlers(
     handlers.update(iot_handlers(settings, clock))
     handlers.update(ota_handlers(settings, clock, publisher))
     handlers.update(store_handlers(settings, clock))
+    handlers.update(ownership_handlers(settings, clock))
     handlers.update(billing_handlers(settings, clock))
     return handlers
 

@@ -18,6 +18,12 @@ How a request is answered, in this order:
 8. Otherwise 201 with a new plate in the country's format, unique in that country; German
    plates start with the district's sign (`M-` for München; a district missing from
    `DE_DISTRICTS` gets the first letters of its name, as many real signs do: `GAR-`).
+
+A registered car's change of holder (`{path}/{vin}/{HOLDER_CHANGE}`) is answered by steps 1-3,
+5 and 6 (the new holder's request), then 200 with the same plate; its deregistration
+(`{path}/{vin}/{DEREGISTRATION}`) by steps 1-3, then 200 with the plate it closed. A VIN never
+registered there is 404; a deregistered car accepts no change of holder (422).
+`GET /sim/registrations` lists each car's current holder and whether it was deregistered.
 """
 
 from __future__ import annotations
@@ -204,6 +210,20 @@ VOICES = {
 }
 
 
+def _holder_name(country: str, request: dict[str, Any]) -> str:
+    """The holder's name as the registry keeps it, first name first."""
+    parts = {
+        "ES": ("titular_nombre", "titular_apellidos"),
+        "FR": ("titulaire_prenom", "titulaire_nom"),
+        "IT": ("nome", "cognome"),
+        "PT": ("nome", "apelido"),
+    }
+    if country == "DE":
+        return f"{request['Halter']['Vorname']} {request['Halter']['Nachname']}"
+    first, last = parts[country]
+    return f"{request[first]} {request[last]}"
+
+
 def _address_of(country: str, request: dict[str, Any]) -> str:
     if country == "DE":
         return str(request["Halter"]["Straße"])
@@ -220,15 +240,25 @@ class Registries:
     reject_next: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     plates: dict[str, dict[str, str]] = field(default_factory=lambda: {c: {} for c in VOICES})
     numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # The current holder's name of each registered car, and the deregistered cars.
+    holders: dict[str, dict[str, str]] = field(default_factory=lambda: {c: {} for c in VOICES})
+    deregistered: dict[str, dict[str, str]] = field(default_factory=lambda: {c: {} for c in VOICES})
 
-    def answer(self, country: str, body: Any) -> JSONResponse:
-        voice = VOICES[country]
+    def _validated(
+        self, voice: Voice, model: type[Any], body: Any
+    ) -> dict[str, Any] | JSONResponse:
         try:
-            request = wire.REQUESTS[country].model_validate(body).model_dump(by_alias=True)
+            return dict(model.model_validate(body).model_dump(by_alias=True))
         except ValidationError as error:
             first = error.errors()[0]
             bad = ".".join(str(part) for part in first["loc"]) or "body"
             return self._refuse(voice, "R00", voice.missing(bad), bad)
+
+    def answer(self, country: str, body: Any) -> JSONResponse:
+        voice = VOICES[country]
+        request = self._validated(voice, wire.REQUESTS[country], body)
+        if isinstance(request, JSONResponse):
+            return request
         vin = request[voice.vin_field]
         issued = self.plates[country]
         if vin in issued:
@@ -249,12 +279,48 @@ class Registries:
         while plate in taken:
             plate = voice.plate(self.rng, request)
         issued[vin] = plate
+        self.holders[country][vin] = _holder_name(country, request)
         return self._register(voice, plate)
 
-    def _register(self, voice: Voice, plate: str) -> JSONResponse:
+    def change_holder(self, country: str, vin: str, body: Any) -> JSONResponse:
+        """The car passes to the holder in `body` (a registration request for the new one)."""
+        voice = VOICES[country]
+        plate = self.plates[country].get(vin)
+        if plate is None:
+            return JSONResponse({"error": f"{vin} is not registered here"}, status_code=404)
+        request = self._validated(voice, wire.REQUESTS[country], body)
+        if isinstance(request, JSONResponse):
+            return request
+        if request[voice.vin_field] != vin:
+            return self._refuse(voice, "R01", voice.missing(voice.vin_field), voice.vin_field)
+        if vin in self.deregistered[country]:
+            return self._refuse(voice, "R40", "deregistered", voice.vin_field)
+        if country in self.reject_next:
+            ordered_reason, ordered_field = self.reject_next.pop(country)
+            return self._refuse(voice, "R10", ordered_reason, ordered_field)
+        if not any(character.isdigit() for character in _address_of(country, request)):
+            return self._refuse(voice, "R20", voice.no_house_number, voice.address_field)
+        self.holders[country][vin] = _holder_name(country, request)
+        return self._register(voice, plate, status_code=200)
+
+    def deregister(self, country: str, vin: str, body: Any) -> JSONResponse:
+        """The car's registration closes for good (scrapped); again changes nothing."""
+        voice = VOICES[country]
+        plate = self.plates[country].get(vin)
+        if plate is None:
+            return JSONResponse({"error": f"{vin} is not registered here"}, status_code=404)
+        request = self._validated(voice, wire.Deregistration, body)
+        if isinstance(request, JSONResponse):
+            return request
+        self.deregistered[country].setdefault(vin, request["certificate_number"])
+        return self._register(voice, plate, status_code=200)
+
+    def _register(self, voice: Voice, plate: str, *, status_code: int = 201) -> JSONResponse:
         today = datetime.now(UTC).date()
         number = f"{voice.code_prefix}-{today.year}-{next(self.numbers):06d}"
-        return JSONResponse(voice.success(plate, number, today.isoformat()), status_code=201)
+        return JSONResponse(
+            voice.success(plate, number, today.isoformat()), status_code=status_code
+        )
 
     @staticmethod
     def _refuse(voice: Voice, code: str, reason: str, name: str | None) -> JSONResponse:
@@ -276,20 +342,60 @@ def create_app(*, api_key: str, rejection_rate: float = 0.0, seed: int | None = 
     app.state.registries = registries
     expected = f"Bearer {api_key}".encode()
 
+    async def refused(request: Request) -> Response | None:
+        """The answer for a registry that is down or a wrong key; None when it may go on."""
+        if registries.down:
+            return JSONResponse(
+                {"error": "service unavailable"}, status_code=503, headers={"Retry-After": "5"}
+            )
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        return None
+
+    async def json_of(request: Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None
+
     def add_registry(country: str) -> None:
         async def register(request: Request) -> Response:
-            if registries.down:
-                return JSONResponse(
-                    {"error": "service unavailable"}, status_code=503, headers={"Retry-After": "5"}
-                )
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            try:
-                body = await request.json()
-            except ValueError:
+            if (answer := await refused(request)) is not None:
+                return answer
+            body = await json_of(request)
+            if body is None:
                 return JSONResponse({"error": "the body is not JSON"}, status_code=400)
             return registries.answer(country, body)
+
+        async def change_holder(vin: str, request: Request) -> Response:
+            if (answer := await refused(request)) is not None:
+                return answer
+            return registries.change_holder(country, vin, await json_of(request))
+
+        async def deregister(vin: str, request: Request) -> Response:
+            if (answer := await refused(request)) is not None:
+                return answer
+            return registries.deregister(country, vin, await json_of(request))
+
+        app.add_api_route(
+            wire.PATHS[country] + "/{vin}/" + wire.HOLDER_CHANGE[country],
+            change_holder,
+            methods=["POST"],
+            name=f"change_holder_{country.lower()}",
+            summary=f"{wire.AUTHORITIES[country]}: record a registered car's new holder",
+            description=f"Body: `{wire.REQUESTS[country].__name__}` with the new holder.",
+            tags=["registries"],
+        )
+        app.add_api_route(
+            wire.PATHS[country] + "/{vin}/" + wire.DEREGISTRATION[country],
+            deregister,
+            methods=["POST"],
+            name=f"deregister_{country.lower()}",
+            summary=f"{wire.AUTHORITIES[country]}: deregister a scrapped car",
+            description="Body: `Deregistration` in caas.protocol.registry.",
+            tags=["registries"],
+        )
 
         app.add_api_route(
             wire.PATHS[country],
@@ -320,7 +426,13 @@ def create_app(*, api_key: str, rejection_rate: float = 0.0, seed: int | None = 
     async def registrations() -> list[dict[str, str]]:
         """Every car registered so far, per country."""
         return [
-            {"country": country, "vin": vin, "plate": plate}
+            {
+                "country": country,
+                "vin": vin,
+                "plate": plate,
+                "holder": registries.holders[country].get(vin, ""),
+                "state": "deregistered" if vin in registries.deregistered[country] else "active",
+            }
             for country, issued in registries.plates.items()
             for vin, plate in issued.items()
         ]

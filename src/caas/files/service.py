@@ -195,6 +195,10 @@ def customer_file(
     """The file as the reader may see it; amounts and labels in the reader's `language`."""
     by_sale = {sale.id: vehicles.vehicle_for_sale(session, sale.id) for sale in scope.sales}
     cars = [car for car in by_sale.values() if car is not None]
+    if scope.whole:
+        # The cars the customer has now: one sold on leaves with its live data, one bought
+        # second-hand comes in (`caas.ownership`).
+        cars = vehicles.vehicles_of_owner(session, scope.customer.id)
     return CustomerFileRead(
         customer=CustomerRead.model_validate(scope.customer),
         purchases=[_purchase(session, sale, by_sale[sale.id], language) for sale in scope.sales],

@@ -42,6 +42,15 @@ def deliver_credentials(
     log.info("iot.credentials_delivered", vin=vin, generation=credential.generation)
 
 
+def remove_account(payload: dict[str, Any], *, admin: BrokerAdmin) -> None:
+    """Delete a revoked car's broker account (a connected car is disconnected)."""
+    try:
+        admin.remove_car(payload["vin"])
+    except BrokerAdminError as error:
+        raise RetryLater(f"broker: {error}") from error
+    log.info("iot.credentials_revoked", vin=payload["vin"])
+
+
 class _LazyAdmin:
     """Connects to the broker only when a message needs it (the worker may start first)."""
 
@@ -70,4 +79,7 @@ def handlers(
             session, payload, admin=admin or lazy.get(), settings=settings, clock=clock
         )
 
-    return {service.PROVISION_TOPIC: deliver}
+    def revoke(_session: Session, payload: dict[str, Any]) -> None:
+        remove_account(payload, admin=admin or lazy.get())
+
+    return {service.PROVISION_TOPIC: deliver, service.REVOKE_TOPIC: revoke}

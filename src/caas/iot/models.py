@@ -29,3 +29,5 @@ class BrokerCredential(Base):
     created_at: Mapped[datetime]
     rotated_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # The car was scrapped: its account is removed from the broker and never issued again.
+    revoked_at: Mapped[datetime | None]

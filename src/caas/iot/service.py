@@ -41,6 +41,7 @@ from caas.iot.passwords import hash_password, new_password, verify_password
 from caas.protocol import vin as vin_rules
 
 PROVISION_TOPIC = "iot.provision"
+REVOKE_TOPIC = "iot.revoke"
 ACTOR = Actor.system("iot")
 
 
@@ -125,6 +126,8 @@ def rotate_car_password(
     credential = find_credential(session, vin, lock=True)
     if credential is None:
         raise NotFound("this car has no broker credentials", code="iot.credentials_not_found")
+    if credential.revoked_at is not None:
+        raise Conflict("this car's broker account was revoked", code="iot.credentials_revoked")
     password = new_password()
     credential.password_hash = hash_password(password)
     credential.pending_secret = seal(settings or get_settings(), password)
@@ -146,12 +149,40 @@ def rotate_car_password(
     return password
 
 
+def revoke_car_credentials(session: Session, *, vin: str, actor: Actor, now: datetime) -> None:
+    """The car leaves the network for good (scrapped): any password still waiting is wiped,
+    and its broker account is removed after commit (`iot.revoke`), so its login is refused.
+    Revoking again changes nothing."""
+    credential = find_credential(session, vin, lock=True)
+    if credential is None or credential.revoked_at is not None:
+        return
+    credential.revoked_at = now
+    credential.pending_secret = None
+    credential.bundle_secret = None
+    enqueue(
+        session,
+        topic=REVOKE_TOPIC,
+        payload={"vin": vin},
+        dedupe_key=f"{REVOKE_TOPIC}:{vin}",
+        now=now,
+    )
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="broker_credential",
+        subject_id=credential.id,
+        event="car.broker_credentials_revoked",
+        details={"vin": vin},
+    )
+
+
 def take_pending_password(
     session: Session, *, vin: str, settings: Settings
 ) -> tuple[BrokerCredential, str] | None:
     """The car's password waiting for the broker, with its row locked; None when none waits."""
     credential = find_credential(session, vin, lock=True)
-    if credential is None or credential.pending_secret is None:
+    if credential is None or credential.pending_secret is None or credential.revoked_at:
         return None
     return credential, unseal(settings, credential.pending_secret)
 

@@ -49,6 +49,17 @@ def publish_configuration(
     log.info("ota.published", vin=vin, version=version.version, times=version.publish_count)
 
 
+def clear_desired(payload: dict[str, Any], *, publisher: DesiredPublisher | None) -> None:
+    """Remove a scrapped car's retained manifest from the broker (an empty retained message)."""
+    if publisher is None:
+        raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
+    try:
+        publisher.publish_desired(payload["vin"], b"")
+    except PublishFailed as error:
+        raise RetryLater(f"broker: {error}") from error
+    log.info("ota.desired_cleared", vin=payload["vin"])
+
+
 def handlers(
     settings: Settings, clock: Clock, publisher: DesiredPublisher | None = None
 ) -> dict[str, Handler]:
@@ -59,4 +70,7 @@ def handlers(
             session, payload, publisher=publisher, clock=clock, resend_after=resend_after
         )
 
-    return {service.PUBLISH_TOPIC: publish}
+    def clear(_session: Session, payload: dict[str, Any]) -> None:
+        clear_desired(payload, publisher=publisher)
+
+    return {service.PUBLISH_TOPIC: publish, service.CLEAR_TOPIC: clear}

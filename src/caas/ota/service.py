@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from caas.catalog import service as catalog
+from caas.core.errors import Conflict
 from caas.core.history import Actor, record
 from caas.core.outbox import cancel, enqueue
 from caas.core.settings import Settings, get_settings
@@ -44,6 +45,7 @@ from caas.vehicles.service import find_vehicle_by_vin
 log = structlog.get_logger(__name__)
 
 PUBLISH_TOPIC: Final = "ota.publish"
+CLEAR_TOPIC: Final = "ota.clear"
 SUBJECT: Final = "vehicle"
 # A re-send waits twice as long as the one before, up to this.
 LONGEST_RESEND_WAIT: Final = timedelta(hours=1)
@@ -130,9 +132,12 @@ def request_configuration(
     """Sign the car's configuration as it must be from `now` as a new version and queue it for
     the car; older versions still waiting for the car are superseded.
 
-    The car's row is locked, so concurrent requests get consecutive versions.
+    The car's row is locked, so concurrent requests get consecutive versions. A scrapped
+    (archived) car gets no configuration any more (409).
     """
     session.execute(select(Vehicle.id).where(Vehicle.id == vehicle.id).with_for_update())
+    if vehicle.state == "archived":
+        raise Conflict("this car was scrapped: it gets no configuration", code="vehicle.archived")
     last = session.scalar(
         select(func.max(ConfigurationVersion.version)).where(
             ConfigurationVersion.vehicle_id == vehicle.id
@@ -191,6 +196,28 @@ def request_configuration(
         now=now,
     )
     return version
+
+
+def retire(session: Session, vehicle: Vehicle, *, actor: Actor, now: datetime) -> None:
+    """The car is scrapped: versions still waiting for it are superseded, and once the caller
+    commits its retained manifest is cleared from the broker (`ota.clear`)."""
+    for waiting in session.scalars(
+        select(ConfigurationVersion)
+        .where(
+            ConfigurationVersion.vehicle_id == vehicle.id,
+            ConfigurationVersion.state.in_(("pending", "deferred")),
+        )
+        .with_for_update()
+    ):
+        _move(session, vehicle, waiting, "superseded", actor=actor, now=now)
+        waiting.superseded_at = now
+    enqueue(
+        session,
+        topic=CLEAR_TOPIC,
+        payload={"vin": vehicle.vin},
+        dedupe_key=f"{CLEAR_TOPIC}:{vehicle.id}",
+        now=now,
+    )
 
 
 def _move(
@@ -339,7 +366,8 @@ def _keep_unmatched(
 def version_to_publish(
     session: Session, version_id: int
 ) -> tuple[ConfigurationVersion, str] | None:
-    """The version and its car's VIN when it still waits to reach the car; else None.
+    """The version and its car's VIN when it still waits to reach the car (not scrapped);
+    else None.
 
     The car's row is held (FOR KEY SHARE) until the caller commits: a newer version cannot be
     issued meanwhile (`request_configuration` locks that row), so publications follow the
@@ -347,12 +375,13 @@ def version_to_publish(
     car's answer does not wait for it (it takes neither lock).
     """
     row = session.execute(
-        select(ConfigurationVersion, Vehicle.vin)
+        select(ConfigurationVersion, Vehicle.vin, Vehicle.state)
         .join(Vehicle, Vehicle.id == ConfigurationVersion.vehicle_id)
         .where(ConfigurationVersion.id == version_id)
         .with_for_update(read=True, key_share=True, of=Vehicle)
     ).first()
-    if row is None or row[0].state != "pending":
+    # A scrapped (archived) car is published nothing any more.
+    if row is None or row[0].state != "pending" or row[2] == "archived":
         return None
     return row[0], row[1]
 

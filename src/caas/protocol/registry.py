@@ -16,6 +16,16 @@ Every registry takes `Authorization: Bearer <api key>` and answers:
   so a retried request is safe);
 - 422 with a reason (and the field at fault) when it refuses the request;
 - 401 for a wrong key, 503 while it is down.
+
+A registered car has two more requests, both at the car's own resource under its country's
+path (`{path}/{vin}/...`, the last part in the registry's words, see `HOLDER_CHANGE` and
+`DEREGISTRATION`):
+
+- change of holder (a second-hand sale): the body is the country's registration request with
+  the new holder's fields; 200 with the same plate, 422 with a reason as above;
+- deregistration (the car scrapped): `Deregistration`; 200 with the plate it closed.
+
+Both answer 404 for a VIN the registry never registered, and are safe to send again.
 """
 
 from __future__ import annotations
@@ -266,6 +276,40 @@ REQUESTS: dict[str, type[_Wire]] = {
     "IT": PraImmatricolazione,
     "PT": ImtPedido,
 }
+
+
+# The car's resource's sub-paths for a change of holder and a deregistration, per country.
+HOLDER_CHANGE = {
+    "ES": "cambio-titular",
+    "FR": "changement-titulaire",
+    "DE": "halterwechsel",
+    "IT": "passaggio-proprieta",
+    "PT": "registo-propriedade",
+}
+DEREGISTRATION = {
+    "ES": "baja-definitiva",
+    "FR": "destruction",
+    "DE": "ausserbetriebsetzung",
+    "IT": "radiazione",
+    "PT": "cancelamento",
+}
+
+
+def holder_change_path(country: str, vin: str) -> str:
+    return f"{PATHS[country]}/{vin}/{HOLDER_CHANGE[country]}"
+
+
+def deregistration_path(country: str, vin: str) -> str:
+    return f"{PATHS[country]}/{vin}/{DEREGISTRATION[country]}"
+
+
+class Deregistration(_Wire):
+    """A car's registration closed for good: it was scrapped at an authorised facility."""
+
+    certificate_number: str = Field(
+        min_length=1, max_length=40, description="Certificate of destruction"
+    )
+    reason: str = Field(min_length=1, max_length=300)
 
 
 class SimRejectNext(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from caas.accounts.models import Dealership
+from caas.protocol import registry as wire
 from caas.sales.models import Customer
 from caas.vehicles.models import Vehicle
 
@@ -75,6 +76,22 @@ class RegistrationAdapter(ABC):
     @abstractmethod
     def refusal_in(self, body: Any) -> tuple[str, str | None]:
         """(reason, registry field) of a refusal (ValidationError if the shape is wrong)."""
+
+    def holder_change(
+        self, customer: Customer, vehicle: Vehicle, dealership: Dealership
+    ) -> tuple[str, dict[str, Any]]:
+        """Path and body recording `customer` as the registered car's new holder: the
+        registration request for them, sent to the car's own resource (`parse` reads the
+        answer: the same plate, or a refusal naming the field)."""
+        path = wire.holder_change_path(self.country, vehicle.vin)
+        return path, self.build_request(customer, vehicle, dealership)
+
+    def deregistration(
+        self, vehicle: Vehicle, *, certificate_number: str, reason: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Path and body closing the car's registration for good (scrapped)."""
+        body = wire.Deregistration(certificate_number=certificate_number, reason=reason)
+        return wire.deregistration_path(self.country, vehicle.vin), body.model_dump(mode="json")
 
     def parse(self, status_code: int, body: Any) -> Registered | Rejected:
         """Read the registry's answer; raise when it is neither a valid plate nor a refusal."""

@@ -19,8 +19,14 @@ class RegistryClient:
 
     def send(self, adapter: RegistrationAdapter, request: dict[str, Any]) -> tuple[int, Any]:
         """(HTTP status, JSON body or raw text); RegistryUnavailable when unreachable."""
+        return self.post(adapter, adapter.path, request)
+
+    def post(
+        self, adapter: RegistrationAdapter, path: str, request: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """`request` to `path` of the adapter's registry (a registered car's own resource)."""
         try:
-            response = self._http.post(self.base_url + adapter.path, json=request)
+            response = self._http.post(self.base_url + path, json=request)
         except httpx.HTTPError as error:
             raise RegistryUnavailable(f"{adapter.authority} unreachable: {error}") from error
         try:

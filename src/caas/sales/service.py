@@ -99,6 +99,15 @@ def _find_or_create_customer(
     return customer, True
 
 
+def find_or_create_customer(
+    session: Session, *, identity: CustomerIdentity, now: datetime
+) -> tuple[Customer, bool]:
+    """The customer with this identity (country and national id; the e-mail must match), or a
+    new one with an account still to activate; and whether it is new. As a sale does it."""
+    country = catalog.get_country(session, identity.country)
+    return _find_or_create_customer(session, identity=identity, country=country, now=now)
+
+
 def create_sale(
     session: Session,
     *,

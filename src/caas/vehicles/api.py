@@ -27,7 +27,8 @@ Vin = Annotated[str, Path(description="The car's VIN", examples=["VCAAURA02TM000
     responses=error_responses(401, 404, 422),
 )
 def get_twin(vin: Vin, session: DbSession, user: CurrentUser) -> TwinRead:
-    return twin.twin_of(session, twin.visible_vehicle(session, user, vin))
+    vehicle = twin.visible_vehicle(session, user, vin)
+    return twin.twin_of(session, vehicle, since=twin.shown_since(user, vehicle))
 
 
 @router.get(

@@ -76,10 +76,10 @@ def _owned_vehicle(session: Session, user: User, vin: str, *, lock: bool = False
 
 def _delivered(session: Session, vehicle: Vehicle, owner: User, *, lock: bool = False) -> bool:
     """Whether the car is in its owner's hands: delivered, and its order says so."""
-    if vehicle.delivered_at is None:
+    if vehicle.delivered_at is None or vehicle.state == "archived":
         return False
-    if vehicle.sale_id is None:
-        return True
+    if vehicle.sale_id is None or vehicle.owner_since is not None:
+        return True  # a car bought second-hand was delivered to its first owner
     sale = sales.get_sale_for(session, owner, vehicle.sale_id, lock=lock)
     return sale.state == "delivered"
 
@@ -248,3 +248,25 @@ def revoke_phone(
     _history(session, vehicle, key, "phone.revoked", actor=actor, now=now)
     request_configuration(session, vehicle, reason="phone.revoked", actor=actor, now=now)
     return key
+
+
+def revoke_every_phone(
+    session: Session, vehicle: Vehicle, *, reason: str, actor: Actor, now: datetime
+) -> list[PhoneKey]:
+    """Revoke every phone of the car (sold, scrapped): the caller signs the next manifest,
+    which carries none of them. Returns the phones revoked."""
+    revoked = _active(session, vehicle.id)
+    for key in revoked:
+        key.revoked_at = now
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="vehicle",
+            subject_id=vehicle.id,
+            customer_id=vehicle.owner_customer_id,
+            event="phone.revoked",
+            details={"vin": vehicle.vin, "key_id": key.car_key_id, "reason": reason},
+        )
+    session.flush()
+    return revoked

@@ -36,6 +36,15 @@ class Vehicle(Base):
     built_at: Mapped[datetime]
     registered_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # in_service, or archived once scrapped: read-only, its whole history kept
+    # (`caas.ownership`).
+    state: Mapped[str] = mapped_column(
+        String(20), default="in_service", server_default="in_service"
+    )
+    archived_at: Mapped[datetime | None]
+    # When the current owner got the car second-hand (None: its first owner); what happened
+    # before belongs to the previous owners' files.
+    owner_since: Mapped[datetime | None]
 
 
 class PhoneKey(Base):

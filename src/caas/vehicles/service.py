@@ -83,3 +83,70 @@ def record_birth(
     provision_car(session, vin=vin, now=now)
     request_configuration(session, vehicle, reason="car.born", actor=actor, now=now)
     return vehicle
+
+
+def vehicles_of_owner(session: Session, customer_id: int) -> list[Vehicle]:
+    """The cars a customer owns now, oldest first (a car sold on is no longer theirs)."""
+    return list(
+        session.scalars(
+            select(Vehicle)
+            .where(Vehicle.owner_customer_id == customer_id)
+            .order_by(Vehicle.built_at, Vehicle.id)
+        )
+    )
+
+
+def change_owner(
+    session: Session, vehicle: Vehicle, *, new_owner_id: int, actor: Actor, now: datetime
+) -> None:
+    """The car is someone else's from `now`: the previous owner's file says it was sold, the
+    new owner's file starts with it (`caas.ownership`)."""
+    previous = vehicle.owner_customer_id
+    if vehicle.state == "archived":
+        raise Conflict("this car was scrapped", code="vehicle.archived")
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="vehicle",
+        subject_id=vehicle.id,
+        customer_id=previous,
+        event="car.sold",
+        details={"vin": vehicle.vin, "plate": vehicle.plate},
+    )
+    vehicle.owner_customer_id = new_owner_id
+    vehicle.owner_since = now
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="vehicle",
+        subject_id=vehicle.id,
+        customer_id=new_owner_id,
+        event="car.received",
+        details={"vin": vehicle.vin, "plate": vehicle.plate},
+    )
+
+
+def archive(
+    session: Session, vehicle: Vehicle, *, reason: str, actor: Actor, now: datetime
+) -> None:
+    """The car was scrapped: its twin becomes read-only, its whole history kept."""
+    if vehicle.state == "archived":
+        raise Conflict("this car was scrapped already", code="vehicle.archived")
+    vehicle.state = "archived"
+    vehicle.archived_at = now
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type="vehicle",
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event="car.scrapped",
+        from_state="in_service",
+        to_state="archived",
+        details={"vin": vehicle.vin, "reason": reason},
+    )

@@ -6,6 +6,7 @@ fleet for the operator. Read-only, in a fixed number of queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Literal, cast
 
 from sqlalchemy import Select, and_, exists, func, select
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from caas.accounts.models import Role, User
 from caas.catalog.models import Platform
 from caas.core.errors import NotFound
-from caas.core.history import subject_history
+from caas.core.history import HistoryEntry, subject_history
 from caas.ota import service as ota
 from caas.ota.models import ConfigurationVersion
 from caas.ota.rules import CAPABILITY_CODES, Capability, affects_driving, capability
@@ -45,6 +46,12 @@ CAPABILITY_TEXTS: Final[dict[Capability, str]] = {
     "hardware_missing": "Its hardware was not fitted at the factory",
     "software_too_old": "The car's software is too old for it",
 }
+
+
+def shown_since(user: User, vehicle: Vehicle) -> datetime | None:
+    """From when `user` sees the car's whole history (None: all of it): an owner who bought
+    it second-hand, from their purchase; an operator, all."""
+    return vehicle.owner_since if user.role is Role.CUSTOMER else None
 
 
 def visible_vehicle(session: Session, user: User, vin: str) -> Vehicle:
@@ -136,8 +143,18 @@ def _answers(versions: list[ConfigurationVersion]) -> _Answers:
     )
 
 
-def twin_of(session: Session, vehicle: Vehicle) -> TwinRead:
-    """The whole twin of `vehicle` (the caller has checked who may see it)."""
+# Events about the people who had the car (their phones, the sale), not about the car: an
+# owner who bought it second-hand does not see those of the owners before them.
+PERSONAL_EVENTS: Final = ("phone.", "car.paired", "car.sold", "car.received", "ownership.")
+
+
+def _shown(entry: HistoryEntry, since: datetime | None) -> bool:
+    return since is None or entry.at >= since or not entry.event.startswith(PERSONAL_EVENTS)
+
+
+def twin_of(session: Session, vehicle: Vehicle, *, since: datetime | None = None) -> TwinRead:
+    """The whole twin of `vehicle` (the caller has checked who may see it); history before
+    `since` (an owner's start with a second-hand car) only about the car itself."""
     platform = session.get_one(Platform, vehicle.platform_id)
     owner = (
         session.get(Customer, vehicle.owner_customer_id)
@@ -209,7 +226,10 @@ def twin_of(session: Session, vehicle: Vehicle) -> TwinRead:
                 details=entry.details,
             )
             for entry in subject_history(session, SUBJECT, vehicle.id)
+            if _shown(entry, since)
         ],
+        state=vehicle.state,
+        archived_at=vehicle.archived_at,
     )
 
 

@@ -171,6 +171,11 @@ class TwinRead(BaseModel):
     versions: list[ConfigurationRead] = Field(
         description="Every configuration version, newest first"
     )
+    state: str = Field(
+        default="in_service",
+        description="`in_service`, or `archived` once scrapped (read-only, history kept)",
+    )
+    archived_at: datetime | None = Field(default=None, description="When it was scrapped")
     history: list[TwinEvent] = Field(
         description="What happened to the car, oldest first: birth, configurations, the car's "
         "answers and refusals, delivery, phones"

@@ -4,6 +4,7 @@ run) and the operator's fleet, filterable, with any car's twin."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -178,8 +179,14 @@ for _language, _texts in TEXTS.items():
         strings.TEXTS.setdefault(_language, {}).setdefault(_key, _text)
 
 
-def _twin_page(request: Request, session: Session, vehicle: Vehicle, **context: Any) -> Response:
-    shown = twin.twin_of(session, vehicle)
+def _twin_page(
+    request: Request,
+    session: Session,
+    vehicle: Vehicle,
+    since: datetime | None = None,
+    **context: Any,
+) -> Response:
+    shown = twin.twin_of(session, vehicle, since=since)
     page: dict[str, Any] = {"twin": shown, **context}
     return render(request, "car_twin.html", page)
 
@@ -202,7 +209,12 @@ def my_car(request: Request, vin: str, session: DbSession, user: CustomerPage) -
     vehicle = twin.visible_vehicle(session, user, vin)
     customer = sales.customer_of_user(session, user)
     return _twin_page(
-        request, session, vehicle, zone=zone_of_country(customer.country), back="/portal/cars"
+        request,
+        session,
+        vehicle,
+        since=twin.shown_since(user, vehicle),
+        zone=zone_of_country(customer.country),
+        back="/portal/cars",
     )
 
 

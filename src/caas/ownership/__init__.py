@@ -1,0 +1,1 @@
+"""Change of owner (a car sold second-hand) and end of life (a car scrapped)."""
