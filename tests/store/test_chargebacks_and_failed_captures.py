@@ -1,6 +1,6 @@
 """Money that does not stay with the maker takes the option away: a chargeback of a purchase's
-payment, and a capture the provider refuses after the car applied the option, both end what it
-paid for and re-sign the car without it."""
+or a renewal's payment, and a capture the provider refuses after the car applied the option,
+end what it paid for and re-sign the car without it."""
 
 from __future__ import annotations
 
@@ -21,11 +21,22 @@ from caas.notifications.models import Notification
 from caas.ota.models import ConfigurationVersion
 from caas.protocol.mqtt import ManifestBody
 from caas.protocol.payments import CARD_SUCCEEDS
-from caas.store.models import Entitlement, Purchase
+from caas.store.models import Entitlement, Purchase, Subscription
 from tests.billing.conftest import PaymentSandbox
 from tests.billing.conftest import deliver as deliver_event
-from tests.store.conftest import Owner, answer, buy, item, offer, owner_of, run_relay
+from tests.store.conftest import (
+    Owner,
+    answer,
+    buy,
+    item,
+    offer,
+    owner_of,
+    run_all_due,
+    run_relay,
+    subscribed,
+)
 from tests.store.engine import Delivered, delivered, engine_keys, signing
+from tests.store.test_metering import _on as power_boost_on
 
 __all__ = ["delivered", "engine_keys", "signing"]
 
@@ -150,3 +161,45 @@ def test_a_capture_refused_after_the_car_applied_refunds_the_purchase_and_re_sig
     kinds = db.scalars(select(Notification.kind).where(Notification.user_id == owner.user.id)).all()
     assert "store.purchase_refunded" in kinds
     assert "store.purchase_active" not in kinds
+
+
+def test_a_chargeback_of_a_renewal_revokes_the_renewed_period_and_stops_the_subscription(
+    app_client: TestClient,
+    db: Session,
+    sessions: sessionmaker[Session],
+    owner: Owner,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    monthly = offer(db, owner.vehicle, "power_boost", "subscription", "1M", net_minor=1_500)
+    subscription = subscribed(
+        db, owner, monthly, token=payment_sandbox.token(CARD_SUCCEEDS), clock=clock
+    )
+    clock.set(subscription.current_period_end)
+    run_all_due(settings, sessions, clock, db)
+    (renewal,) = db.scalars(
+        select(Payment).where(Payment.customer_id == owner.customer.id, Payment.kind == "renewal")
+    ).all()
+    assert renewal.state == "captured" and renewal.provider_ref is not None
+    renewed = _newest(db, owner)
+    assert power_boost_on(renewed, clock.now() + timedelta(days=1))
+
+    taken = httpx.post(
+        f"{payment_sandbox.url}/sim/authorizations/{renewal.provider_ref}/chargeback", json={}
+    )
+    assert taken.status_code == 201, taken.text
+    event = payment_sandbox.inbox.wait_for(renewal.reference, "chargeback.created")
+    assert deliver_event(app_client, event)["state"] == "charged_back"
+
+    db.expire_all()
+    assert db.get_one(Subscription, subscription.id).state == "cancelled"
+    periods = db.scalars(
+        select(Entitlement.state)
+        .where(Entitlement.subscription_id == subscription.id)
+        .order_by(Entitlement.valid_from)
+    ).all()
+    assert periods[-1] == "revoked"
+    resigned = _newest(db, owner)
+    assert resigned.version > renewed.version
+    assert not power_boost_on(resigned, clock.now() + timedelta(days=1))

@@ -5,8 +5,9 @@ brings the payment up to date first, so a chargeback arriving before its capture
 still finds the payment captured). The chargeback is posted to the ledger under the
 provider's id of it, which is what makes a repeated event change nothing; the payment becomes
 `charged_back` (a second, partial chargeback is only recorded), the customer's history shows
-it and the customer is told. Money taken back for a store option takes the option back too:
-the purchase ends as a refunded one does and the car gets a configuration without it.
+it and the customer is told. Money taken back for the store takes back what it paid for
+(`caas.store.purchases.payment_taken_back`): a purchase ends as a refunded one does, a renewed
+period or an occurrence's window is revoked, and the car gets a configuration without it.
 """
 
 from __future__ import annotations

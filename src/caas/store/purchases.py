@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from caas.accounts.models import User
@@ -45,7 +45,7 @@ from caas.catalog import service as catalog
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, InvalidInput, NotFound
-from caas.core.history import Actor, record
+from caas.core.history import Actor, HistoryEntry, record
 from caas.core.idempotency import fingerprint
 from caas.core.outbox import Handler, RetryLater, enqueue
 from caas.core.settings import Settings
@@ -55,7 +55,14 @@ from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.store import eligibility, entitlements
 from caas.store import rules as store_rules
-from caas.store.models import Entitlement, Offer, Purchase, PurchaseLine, Subscription
+from caas.store.models import (
+    Entitlement,
+    Occurrence,
+    Offer,
+    Purchase,
+    PurchaseLine,
+    Subscription,
+)
 from caas.store.schemas import PurchaseItem
 from caas.vehicles.models import Vehicle
 
@@ -755,8 +762,40 @@ def _refund(
         entitlements.revoke(session, entitlement, reason=code, actor=actor, now=now)
         if entitlement.subscription_id is not None:
             subscriptions.add(entitlement.subscription_id)
+    _stop_subscriptions(
+        session,
+        subscriptions,
+        code=code,
+        actor=actor,
+        now=now,
+        details={"purchase_id": purchase.id},
+    )
+    if purchase.payment_id is not None:
+        enqueue(
+            session,
+            topic=VOID_TOPIC,
+            payload={"purchase_id": purchase.id},
+            dedupe_key=f"{VOID_TOPIC}:{purchase.id}",
+            now=now,
+        )
+    purchase.failure_code = code
+    purchase.failure_reason = reason[:300]
+    _move(session, purchase, "refunded", actor=actor, now=now, details={"reason": code})
+    if tell:
+        _tell(session, purchase, "store.purchase_refunded", now=now, reason=reason)
+
+
+def _stop_subscriptions(
+    session: Session,
+    subscription_ids: set[int],
+    *,
+    code: str,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, Any],
+) -> None:
     for subscription in session.scalars(
-        select(Subscription).where(Subscription.id.in_(subscriptions)).with_for_update()
+        select(Subscription).where(Subscription.id.in_(subscription_ids)).with_for_update()
     ):
         if store_rules.SUBSCRIPTION.allows(subscription.state, "cancelled"):
             previous = subscription.state
@@ -772,21 +811,8 @@ def _refund(
                 event="subscription.cancelled",
                 from_state=previous,
                 to_state="cancelled",
-                details={"purchase_id": purchase.id, "reason": code},
+                details={**details, "reason": code},
             )
-    if purchase.payment_id is not None:
-        enqueue(
-            session,
-            topic=VOID_TOPIC,
-            payload={"purchase_id": purchase.id},
-            dedupe_key=f"{VOID_TOPIC}:{purchase.id}",
-            now=now,
-        )
-    purchase.failure_code = code
-    purchase.failure_reason = reason[:300]
-    _move(session, purchase, "refunded", actor=actor, now=now, details={"reason": code})
-    if tell:
-        _tell(session, purchase, "store.purchase_refunded", now=now, reason=reason)
 
 
 # --- background work --------------------------------------------------------------------------
@@ -867,20 +893,69 @@ def payment_settled(
 
 
 def payment_taken_back(session: Session, payment_id: int, *, reason: str, now: datetime) -> bool:
-    """The card's bank took the purchase's money back (a chargeback, told to the customer by
-    billing): what it paid for ends as a refunded purchase's does, and the car gets a
-    configuration without it. False when no running purchase was paid by this payment."""
+    """The card's bank took a store payment's money back (a chargeback, told to the customer
+    by billing): what it paid for ends, and the car gets a configuration without it. A
+    purchase ends as a refunded one does; a subscription's renewed period or an occurrence's
+    window is revoked (the subscription stops renewing). False when nothing running was paid
+    by this payment."""
     purchase = session.scalars(
         select(Purchase).where(Purchase.payment_id == payment_id).with_for_update()
     ).first()
-    if purchase is None or purchase.state not in ("delivering", "active"):
-        return False
-    _refund(
-        session, purchase, code="charged_back", reason=reason, actor=PLATFORM, now=now, tell=False
-    )
-    vehicle = session.get_one(Vehicle, purchase.vehicle_id)
-    _reconfigure(session, vehicle, reason="purchase charged back", actor=PLATFORM, now=now)
+    if purchase is not None:
+        if purchase.state not in ("delivering", "active"):
+            return False
+        _refund(
+            session,
+            purchase,
+            code="charged_back",
+            reason=reason,
+            actor=PLATFORM,
+            now=now,
+            tell=False,
+        )
+        vehicle_id = purchase.vehicle_id
+    else:
+        paid = _rights_paid_by(session, payment_id)
+        if not paid:
+            return False
+        for entitlement in paid:
+            entitlements.revoke(
+                session, entitlement, reason="charged_back", actor=PLATFORM, now=now
+            )
+        _stop_subscriptions(
+            session,
+            {e.subscription_id for e in paid if e.subscription_id is not None},
+            code="charged_back",
+            actor=PLATFORM,
+            now=now,
+            details={"payment_id": payment_id},
+        )
+        vehicle_id = paid[0].vehicle_id
+    vehicle = session.get_one(Vehicle, vehicle_id)
+    _reconfigure(session, vehicle, reason="payment charged back", actor=PLATFORM, now=now)
     return True
+
+
+def _rights_paid_by(session: Session, payment_id: int) -> list[Entitlement]:
+    """The counting entitlements a renewal's or an occurrence's payment paid for (a renewed
+    period is linked to its payment by the `subscription.renewed` history row only)."""
+    occurrences = select(Occurrence.id).where(Occurrence.payment_id == payment_id)
+    renewed = select(HistoryEntry.details["entitlement_id"].as_integer()).where(
+        HistoryEntry.subject_type == "subscription",
+        HistoryEntry.event == "subscription.renewed",
+        HistoryEntry.details["payment_id"].as_integer() == payment_id,
+    )
+    return list(
+        session.scalars(
+            select(Entitlement)
+            .where(
+                or_(Entitlement.occurrence_id.in_(occurrences), Entitlement.id.in_(renewed)),
+                Entitlement.state.in_(store_rules.COUNTING_STATES),
+            )
+            .order_by(Entitlement.id)
+            .with_for_update()
+        )
+    )
 
 
 def deadline_passed(session: Session, purchase_id: int, *, now: datetime) -> None:
