@@ -23,6 +23,7 @@ from caas.store.metering_api import router as metering_router
 from caas.store.offers_api import router as offers_router
 from caas.store.options_api import router as options_router
 from caas.store.time_api import router as store_time_router
+from caas.store.upcoming_api import router as upcoming_router
 from caas.vehicles.api import router as twin_router
 from caas.vehicles.keys_api import router as phone_keys_router
 from caas.web.site import include_web
@@ -50,4 +51,5 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(offers_router)
     app.include_router(store_time_router)
     app.include_router(metering_router)
+    app.include_router(upcoming_router)
     app.include_router(finance_router)

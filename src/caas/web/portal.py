@@ -21,6 +21,7 @@ from caas.files import service as files
 from caas.notifications import service as notifications
 from caas.sales import service as sales
 from caas.sales.models import Customer, Sale
+from caas.store import upcoming
 from caas.web.csrf import csrf_protect
 from caas.web.display import (
     Step,
@@ -234,6 +235,8 @@ def file_page(
     language = language_of(request, user)
     context = customer_file_page(session, scope, language=language, now=clock.now())
     context["order_base"] = "/portal/orders"
+    context["upcoming_days"] = upcoming.DEFAULT_DAYS
+    context["upcoming_charges"] = upcoming.upcoming_charges(session, user=user, now=clock.now())
     return _render(request, session, user, scope.customer, "portal/file.html", context)
 
 
