@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from caas.billing import finance
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
+from caas.web.finance import PLOT_BOTTOM, PLOT_TOP, revenue_charts
 from tests.billing.conftest import buyer
 from tests.billing.test_finance import BOOST, WINTER, Books, books  # noqa: F401 (the fixture)
 from tests.web.support import log_in, submit, text_of
@@ -78,3 +81,32 @@ def test_only_the_operator_opens_the_finance_page(
     app_client.cookies.clear()
     anonymous = app_client.get("/operator/finance", follow_redirects=False)
     assert anonymous.status_code == 303 and "/login" in anonymous.headers["location"]
+
+
+def test_the_chart_stacks_features_above_zero_and_takings_back_below() -> None:
+    cells = [
+        finance.RevenueCell(("2026-01", "vehicle sale"), "EUR", 3_000),
+        finance.RevenueCell(("2026-01", "winter_traction"), "EUR", 1_000),
+        finance.RevenueCell(("2026-02", "chargebacks"), "EUR", -1_000),
+        finance.RevenueCell(("2026-02", "vehicle sale"), "EUR", 2_000),
+        finance.RevenueCell(("2026-01", "vehicle sale"), "GBP", 500),
+    ]
+    euros, pounds = revenue_charts(cells)
+    assert (euros.currency, pounds.currency) == ("EUR", "GBP")
+    january, february = euros.bars
+    # 4,000 up at most and 1,000 down: zero sits four fifths down the plot.
+    plot = PLOT_BOTTOM - PLOT_TOP
+    assert euros.zero_y == PLOT_TOP + plot * 4 / 5
+    assert sum(s.height for s in january.segments) == pytest.approx(plot * 4 / 5)
+    assert all(s.y + s.height <= euros.zero_y + 0.01 for s in january.segments)
+    [taken] = [s for s in february.segments if s.net_minor < 0]
+    assert taken.y == pytest.approx(euros.zero_y) and taken.height == pytest.approx(plot / 5)
+    assert euros.table == [
+        ("2026-01", [0, 3_000, 1_000], 4_000),
+        ("2026-02", [-1_000, 2_000, 0], 1_000),
+    ]
+    assert [feature for feature, _ in euros.legend] == [
+        "chargebacks",
+        "vehicle sale",
+        "winter_traction",
+    ]

@@ -77,6 +77,7 @@ class Chart:
     currency: str
     width: int
     height: int
+    bar_width: int
     zero_y: float
     bars: list[Bar]
     legend: list[tuple[str, str]]
@@ -133,6 +134,7 @@ def _chart(currency: str, cells: list[finance.RevenueCell]) -> Chart:
         currency=currency,
         width=max(AXIS_LEFT * 2 + len(months) * BAR_STEP, 240),
         height=CHART_HEIGHT,
+        bar_width=BAR_WIDTH,
         zero_y=round(zero_y, 2),
         bars=bars,
         legend=[(feature, colours[feature]) for feature in features],
