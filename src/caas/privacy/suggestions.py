@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+from babel.dates import format_skeleton
 from babel.numbers import format_decimal
 from sqlalchemy.orm import Session
 
@@ -114,11 +115,23 @@ def suggestions_for(
     return _suggest(session, vehicle, customer, now=now, language=language)
 
 
+def for_store_page(
+    session: Session, *, vehicle: Vehicle, customer: Customer, now: datetime, language: str
+) -> list[Suggestion] | None:
+    """The suggestions for the car's store page; None (nothing read) without the consent."""
+    if not consents.may_use(session, customer.id, TAILORED_OFFERS):
+        return None
+    return _suggest(session, vehicle, customer, now=now, language=language)
+
+
 def _suggest(
     session: Session, vehicle: Vehicle, customer: Customer, *, now: datetime, language: str
 ) -> list[Suggestion]:
     start, end = _last_month(now, customer.country)
     month = metering.month_label(start, customer.country)
+    month_name = format_skeleton(
+        "yMMMM", start.astimezone(metering.zone_of(customer.country)).date(), locale=language
+    )
     used: dict[tuple[int, str, str], tuple[Decimal, int, str]] = {}
     for line in metering.rated_usage(session, [vehicle.id], start=start, end=end):
         if line.customer_id != customer.id:
@@ -147,6 +160,7 @@ def _suggest(
                     code=code,
                     name=name,
                     month=month,
+                    month_name=month_name,
                     quantity=quantity,
                     unit=unit,
                     paid=Money(paid_minor, currency),
@@ -166,6 +180,7 @@ def _suggestion(
     code: str,
     name: str,
     month: str,
+    month_name: str,
     quantity: Decimal,
     unit: str,
     paid: Money,
@@ -179,7 +194,7 @@ def _suggestion(
     unit_name = UNIT_NAMES.get(language, UNIT_NAMES["en"]).get(unit, unit)
     per = _text(language, f"per.{months}")
     reason = _text(language, "reason").format(
-        month=month,
+        month=month_name,
         paid=paid.format(locale),
         feature=name,
         unit=unit_name,

@@ -69,6 +69,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "flash.account_erased": "Your account is erased.",
         "event.profile.corrected": "Details corrected",
         "event.account.erased": "Account erased",
+        "store.suggestions.title": "Suggested for how you use your car",
+        "store.suggestions.ask": "Want offers tailored to how you use your car? Turn them on in",
     },
     "es": {
         "privacy.page_title": "Mis datos y privacidad",
@@ -101,6 +103,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "flash.account_erased": "Tu cuenta está borrada.",
         "event.profile.corrected": "Datos corregidos",
         "event.account.erased": "Cuenta borrada",
+        "store.suggestions.title": "Sugerido para cómo usas tu coche",
+        "store.suggestions.ask": "¿Quieres ofertas a la medida de cómo usas tu coche? Actívalas en",
     },
 }
 

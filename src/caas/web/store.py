@@ -29,6 +29,7 @@ from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError, InvalidInput, NotFound
 from caas.core.idempotency import check_key
 from caas.notifications import service as notifications
+from caas.privacy import suggestions
 from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.store import entitlements, metering, purchases, schedules, subscriptions
@@ -261,6 +262,10 @@ def _store_page(
         "currency": catalog.get_country(session, customer.country).currency,
         "subscriptions": _subscriptions(session, user, vehicle, names),
         "schedules": _schedules(session, user, vehicle, names, now),
+        # None without the customer's tailored_offers consent: nothing is read then.
+        "suggestions": suggestions.for_store_page(
+            session, vehicle=vehicle, customer=customer, now=now, language=language
+        ),
         "today": _local_today(customer, now).isoformat(),
         "values": values or {},
         "errors": errors or FormErrors(),
