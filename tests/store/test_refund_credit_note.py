@@ -1,23 +1,26 @@
 """Captured money the store gives back gets its credit note.
 
-The store never captures before the car has applied what was paid for: every refusal by the
-car (`rejected`, or silence past the deadline) releases a hold, so no money is captured when
-a car rejects a delivery. The store's one path that gives back captured money is a schedule
-paid up front and cancelled before its window (the occurrence's refund): that is the path
-tested here."""
+The store captures only once the car has applied what was paid for, and a refusal by the car
+releases a hold; captured money meets a rejection only when the two cross (the car rejects an
+older version after applying a newer one that carries the same purchase, while its capture
+is under way). That case, and a schedule paid up front and cancelled before its window, give
+captured money back, each with one credit note."""
 
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from caas.billing import service as billing
 from caas.billing.invoices import credit_notes_of, invoice_lines, invoice_of_payment
+from caas.billing.models import Payment
+from caas.billing.provider import SandboxProvider
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_SUCCEEDS
-from caas.store.models import Offer
+from caas.store.models import Offer, Purchase
 from tests.billing.conftest import PaymentSandbox, login
-from tests.store.conftest import Owner, run_all_due
+from tests.store.conftest import Owner, answer, buy, item, offer, run_all_due, run_relay
 from tests.store.engine import engine_keys, signing
 from tests.store.test_schedules import _create, _occurrence_payments, at, custom, owner
 
@@ -65,3 +68,49 @@ def test_a_refund_of_a_captured_up_front_window_issues_one_credit_note(
     assert (note.corrects_id, note.corrects_number) == (invoice.id, invoice.number)
     assert note.gross_minor == -invoice.gross_minor == -payment.amount_minor
     assert sum(line.gross_minor for line in invoice_lines(db, note.id)) == note.gross_minor
+
+
+def test_money_captured_as_the_car_rejects_the_delivery_is_refunded_with_a_credit_note(
+    db: Session,
+    owner: Owner,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    token = payment_sandbox.token(CARD_SUCCEEDS)
+    month = offer(db, owner.vehicle, "winter_traction", "window", "1M", net_minor=1_000)
+    day = offer(db, owner.vehicle, "power_boost", "window", "1D", net_minor=500)
+    first = buy(
+        db, owner, [item(month)], token=token, key="crossed-1", settings=settings, clock=clock
+    )
+    second = buy(
+        db, owner, [item(day)], token=token, key="crossed-2", settings=settings, clock=clock
+    )
+    assert (second.configuration_version or 0) > (first.configuration_version or 0)
+
+    # The car applies the newer version (which carries both purchases): both captures queued.
+    answer(db, owner, second.configuration_version or 0, "applied", clock)
+    payment = db.get_one(Payment, first.payment_id)
+    # The first purchase's capture goes through at the provider...
+    with SandboxProvider.from_settings(settings) as provider:
+        billing.capture_payment(
+            db, payment, provider=provider, actor=billing.PROVIDER, now=clock.now()
+        )
+    db.commit()
+    assert payment.state == "captured"
+    # ...while the car's late answer to the older version refuses it.
+    answer(db, owner, first.configuration_version or 0, "rejected", clock, reason="bad_signature")
+    assert db.get_one(Purchase, first.id).state == "refunded"
+
+    run_relay(settings, sessions, clock, db)
+    run_relay(settings, sessions, clock, db)
+    payment = db.get_one(Payment, first.payment_id)
+    assert (payment.state, payment.refunded_minor) == ("refunded", payment.amount_minor)
+    refunds = [s for s in payment_sandbox.settlements(payment.reference) if s.kind == "refund"]
+    assert [s.amount_minor for s in refunds] == [1_210]
+    invoice = invoice_of_payment(db, payment.id)
+    assert invoice is not None
+    (note,) = credit_notes_of(db, invoice.id)
+    assert note.gross_minor == -invoice.gross_minor
+    assert db.get_one(Purchase, second.id).state == "active"

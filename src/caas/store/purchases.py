@@ -860,12 +860,14 @@ def capture(
 
 def void(session: Session, purchase_id: int, *, provider: PaymentProvider, now: datetime) -> None:
     """`store.void`: release the hold of a refunded purchase; retried while the provider is
-    unreachable."""
+    unreachable. Money its capture took while the car's refusal was being recorded (the car
+    answered an older version with `rejected` after a newer one was applied, and the two
+    jobs crossed) is given back instead: billing issues the credit note."""
     purchase = session.get(Purchase, purchase_id)
     if purchase is None or purchase.payment_id is None:
         return
     try:
-        billing.void_payment(
+        payment = billing.void_payment(
             session,
             session.get_one(Payment, purchase.payment_id),
             provider=provider,
@@ -873,6 +875,14 @@ def void(session: Session, purchase_id: int, *, provider: PaymentProvider, now: 
             actor=PLATFORM,
             now=now,
         )
+        if (
+            purchase.state == "refunded"
+            and payment.state == "captured"
+            and payment.refunded_minor < payment.amount_minor
+        ):
+            billing.refund_payment(
+                session, payment, amount_minor=None, provider=provider, actor=PLATFORM, now=now
+            )
     except (ProviderError, ProviderTimeout) as error:
         raise RetryLater(f"payment provider: {error.message}") from error
 
