@@ -3,21 +3,23 @@ erasure of the account, and offers tailored to how the car is used."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 
-from caas.accounts.deps import CustomerUser, actor_of
+from caas.accounts.deps import CustomerUser, Operator, actor_of
 from caas.core.api import ClockDep, DbSession, error_responses
 from caas.core.idempotency import once
-from caas.privacy import erasure, export, profile, service, suggestions
+from caas.privacy import erasure, export, profile, service, suggestions, usage
 from caas.privacy.schemas import (
     ConsentChangeRead,
     ConsentRead,
     ConsentsUpdate,
     ErasureCreate,
     ErasureRead,
+    FeatureUseRead,
     ProfileChangeRead,
     ProfileUpdate,
     SuggestionRead,
@@ -228,3 +230,29 @@ def read_suggestions(
         session, user=user, vin=vin, now=clock.now(), language=user.language
     )
     return [SuggestionRead.of(suggestion, user.language) for suggestion in found]
+
+
+@router.get(
+    "/product-improvement/usage",
+    response_model=list[FeatureUseRead],
+    summary="How the fleet used its metered options in a month, from consenting owners only",
+    description="Operators only. Counts only the cars whose owners consent to "
+    "`product_improvement` at the time of reading; names no car or person.",
+    responses=error_responses(401, 403, 422),
+)
+def product_usage(
+    _: Operator,
+    session: DbSession,
+    month: Annotated[
+        str,
+        Query(
+            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            description="The month, YYYY-MM (UTC)",
+            examples=["2026-01"],
+        ),
+    ],
+) -> list[FeatureUseRead]:
+    year, number = (int(part) for part in month.split("-"))
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    return [FeatureUseRead.of(use) for use in usage.fleet_usage(session, start=start, end=end)]

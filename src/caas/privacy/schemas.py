@@ -12,6 +12,7 @@ from caas.core.schemas import MoneyRead
 from caas.privacy.rules import DESCRIPTIONS, OPTIONAL_PURPOSES, Purpose
 from caas.privacy.service import ConsentState
 from caas.privacy.suggestions import Suggestion
+from caas.privacy.usage import FeatureUse
 
 
 class ConsentRead(BaseModel):
@@ -228,3 +229,16 @@ class SuggestionRead(BaseModel):
             reason=suggestion.reason,
             saving_text=suggestion.saving_text,
         )
+
+
+class FeatureUseRead(BaseModel):
+    """How much the consenting cars used one feature in the month (no one named)."""
+
+    feature: str = Field(description="Feature code", examples=["power_boost"])
+    unit: str = Field(description="hour, km or activation", examples=["hour"])
+    cars: int = Field(description="How many consenting cars used it", examples=[12])
+    quantity: str = Field(description="Total use, in `unit`, exact", examples=["340.5"])
+
+    @classmethod
+    def of(cls, use: FeatureUse) -> FeatureUseRead:
+        return cls(feature=use.feature, unit=use.unit, cars=use.cars, quantity=str(use.quantity))
