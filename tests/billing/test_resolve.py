@@ -333,3 +333,49 @@ def test_the_worker_starts_the_sweep_once_per_period(
     resolve.sweep(db, now=clock.now())
     runs = pending(db, resolve.SWEEP_TOPIC)
     assert [run.run_after for run in runs] == [clock.now(), clock.now() + resolve.SWEEP_EVERY]
+
+
+def test_a_capture_left_unconfirmed_is_asked_about_and_finished_once(
+    db: Session,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    who = buyer(db, settings, clock)
+    token = payment_sandbox.token(CARD_SUCCEEDS)
+    payment = service.begin_sale_payment(
+        db,
+        user=who.user,
+        sale_id=who.sale.id,
+        kind="deposit",
+        card_token=token,
+        idempotency_key="capture-unconfirmed-1",
+        now=clock.now(),
+    )
+    db.commit()
+    with SandboxProvider.from_settings(settings) as provider:
+        payment = service.authorise_payment(
+            db,
+            payment,
+            payment_method=token,
+            provider=provider,
+            actor=service.PROVIDER,
+            now=clock.now(),
+        )
+    # The capture's call never gets through: the payment stays authorised, and is asked about.
+    with SandboxProvider("http://127.0.0.1:9", "unused", timeout_seconds=0.5) as unreachable:
+        payment = service.capture_payment(
+            db, payment, provider=unreachable, actor=service.PROVIDER, now=clock.now()
+        )
+    db.commit()
+    assert payment.state == "authorised"
+    (question,) = _questions(db, payment.id)
+    assert question.run_after == clock.now() + resolve.FIRST_ASK_AFTER
+
+    clock.advance(resolve.FIRST_ASK_AFTER)
+    _run_due(settings, sessions, clock)
+    assert _payment(db, payment.id).state == "captured"
+    assert payment_sandbox.captures(payment.reference) == 1
+    assert _invoices(db, payment.id) == 1
+    assert db.get_one(Sale, who.sale.id).state == "waiting_for_factory"
