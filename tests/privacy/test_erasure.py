@@ -188,3 +188,27 @@ def test_erasure_from_the_portal_ends_the_session(
         {"email": owner.order.customer_email, "password": DEMO_PASSWORD},
     )
     assert refused.status_code != 303
+
+
+def test_a_second_hand_cars_data_is_erased_only_for_the_time_it_was_theirs(
+    app_client: TestClient, db: Session, owner: Fleet, other: Fleet, clock: FixedClock
+) -> None:
+    """The other customer's car was the owner's for a while, then went back: only what it
+    sent in between goes with the owner's erasure."""
+    vin = other.order.vin
+    _sell_car(db, owner, other, clock)  # the owner's own car goes first
+    ingest.store_telemetry(db, [telemetry(vin, 1, clock.now())], now=clock.now())
+    clock.advance(timedelta(days=1))
+    _sell_car(db, other, owner, clock)
+    clock.advance(timedelta(hours=1))
+    ingest.store_telemetry(db, [telemetry(vin, 2, clock.now())], now=clock.now())
+    clock.advance(timedelta(days=1))
+    _sell_car(db, other, other, clock)  # back to its first owner
+    clock.advance(timedelta(hours=1))
+    ingest.store_telemetry(db, [telemetry(vin, 3, clock.now())], now=clock.now())
+    db.commit()
+
+    login(app_client, owner.order.customer_email)
+    assert _erase(app_client).status_code == 201
+    db.expire_all()
+    assert _samples(db, vin) == [1, 3]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from caas.accounts import service as accounts
@@ -188,27 +188,42 @@ def _anonymise_customer(session: Session, customer: Customer) -> None:
 
 
 def _forget_car_data(session: Session, customer_id: int) -> None:
-    """Delete what the cars they bought sent until someone else's history starts with them
-    (a car sold on is its new owner's from then on)."""
-    bought = session.execute(
-        select(Vehicle.id, Vehicle.vin)
-        .join(Sale, Sale.id == Vehicle.sale_id)
-        .where(Sale.customer_id == customer_id)
-    ).all()
-    for vehicle_id, vin in bought:
-        handed_over = session.scalar(
-            select(func.min(HistoryEntry.at)).where(
-                HistoryEntry.subject_type == "vehicle",
-                HistoryEntry.subject_id == vehicle_id,
-                HistoryEntry.customer_id.is_not(None),
-                HistoryEntry.customer_id != customer_id,
+    """Delete what the cars sent while they were the person's: the cars they bought new and
+    those whose history names them, from the first event naming them until another customer
+    appears in the car's history (a car sold on is its new owner's from then on)."""
+    bought = select(Vehicle.id).join(Sale, Sale.id == Vehicle.sale_id)
+    named = select(HistoryEntry.subject_id).where(
+        HistoryEntry.subject_type == "vehicle", HistoryEntry.customer_id == customer_id
+    )
+    cars = session.execute(
+        select(Vehicle.id, Vehicle.vin).where(
+            or_(
+                Vehicle.id.in_(bought.where(Sale.customer_id == customer_id)),
+                Vehicle.id.in_(named),
             )
         )
+    ).all()
+    for vehicle_id, vin in cars:
+        of_car = (HistoryEntry.subject_type == "vehicle", HistoryEntry.subject_id == vehicle_id)
+        since = session.scalar(
+            select(func.min(HistoryEntry.at)).where(
+                *of_car, HistoryEntry.customer_id == customer_id
+            )
+        )
+        until_query = select(func.min(HistoryEntry.at)).where(
+            *of_car, HistoryEntry.customer_id.is_not(None), HistoryEntry.customer_id != customer_id
+        )
+        if since is not None:
+            until_query = until_query.where(HistoryEntry.at > since)
+        until = session.scalar(until_query)
         samples = delete(TelemetrySample).where(TelemetrySample.vin == vin)
         usage = delete(FeatureUsage).where(FeatureUsage.vin == vin)
-        if handed_over is not None:
-            samples = samples.where(TelemetrySample.at < handed_over)
-            usage = usage.where(FeatureUsage.at < handed_over)
+        if since is not None:
+            samples = samples.where(TelemetrySample.at >= since)
+            usage = usage.where(FeatureUsage.at >= since)
+        if until is not None:
+            samples = samples.where(TelemetrySample.at < until)
+            usage = usage.where(FeatureUsage.at < until)
         session.execute(samples)
         session.execute(usage)
 
