@@ -14,6 +14,7 @@ from caas.accounts.models import ApiToken, User
 from caas.billing.models import Invoice
 from caas.core.clock import FixedClock
 from caas.core.history import Actor, HistoryEntry, record
+from caas.core.idempotency import IdempotencyRecord
 from caas.notifications.models import Notification
 from caas.privacy import service as privacy
 from caas.privacy.models import Erasure
@@ -114,6 +115,10 @@ def test_after_erasure_the_login_fails_and_the_invoices_remain_marked(
         json={"email": owner.order.customer_email, "password": DEMO_PASSWORD, "name": "phone"},
     ).json()["token"]
     login(app_client, owner.order.customer_email)
+    corrected = app_client.patch(
+        "/api/v1/me/profile", json={"city": "Cuenca"}, headers={"Idempotency-Key": "move-city"}
+    )
+    assert corrected.status_code == 200, corrected.text
     erased = _erase(app_client)
     assert erased.status_code == 201, erased.text
     assert erased.json()["retained"] == RETENTION_NOTE
@@ -165,6 +170,12 @@ def test_after_erasure_the_login_fails_and_the_invoices_remain_marked(
             HistoryEntry.actor_label == owner.order.customer_email
         )
     )
+    (correction,) = [e for e in events if e.event == "profile.corrected"]
+    assert correction.details == {"fields": ["city"]}
+    answers = select(IdempotencyRecord.operation).where(
+        IdempotencyRecord.principal == f"user:{user.id}"
+    )
+    assert list(db.scalars(answers)) == ["account.erase"]
     # The other customer is untouched.
     assert db.get_one(Customer, other.customer_id).email == other.order.customer_email
 

@@ -206,7 +206,7 @@ def erase_account(
         session,
         principal=f"user:{user.id}",
         key=idempotency_key,
-        operation="account.erase",
+        operation=erasure.ERASE_OPERATION,
         request={},  # the password is not kept
         now=now,
         act=act,

@@ -11,7 +11,8 @@ wait for the order, first. Then, in one transaction:
 - every consent is withdrawn (with its history rows), the notifications deleted, saved cards
   removed, the telemetry and usage their cars sent while theirs deleted;
 - the history keeps its events, with the person as actor anonymised and the values of their
-  profile corrections dropped;
+  profile corrections dropped; the stored answers of their commands and their phones' labels
+  go too;
 - invoices and the ledger stay (tax law), and the `Erasure` row says so
   (`rules.RETENTION_NOTE`) with the numbers kept.
 """
@@ -32,6 +33,7 @@ from caas.billing.models import Invoice, LedgerEntry, Payment
 from caas.core.db import Base
 from caas.core.errors import Conflict, Forbidden
 from caas.core.history import Actor, HistoryEntry, record
+from caas.core.idempotency import IdempotencyRecord
 from caas.delivery.models import Delivery
 from caas.notifications.models import Notification
 from caas.privacy import service as consents
@@ -41,9 +43,11 @@ from caas.sales.models import Customer, Sale
 from caas.sales.rules import ORDER
 from caas.store.models import Subscription
 from caas.store.rules import SUBSCRIPTION
-from caas.vehicles.models import FeatureUsage, TelemetrySample, Vehicle
+from caas.vehicles.models import FeatureUsage, PhoneKey, TelemetrySample, Vehicle
 
 ERASED_ACTOR_LABEL: Final = "erased customer"
+# The idempotency operation of an erasure (the API and the portal form).
+ERASE_OPERATION: Final = "account.erase"
 
 
 def _open(machine_transitions: dict[str, frozenset[str]]) -> list[str]:
@@ -140,6 +144,10 @@ def erase_account(
     _anonymise_customer(session, customer)
     accounts.erase_login(session, user=user)
     _anonymise_history(session, customer.id, user.id)
+    _forget_answers(session, user.id)
+    session.execute(
+        update(PhoneKey).where(PhoneKey.user_id == user.id).values(label=ERASED_ACTOR_LABEL)
+    )
     kept = list(
         session.scalars(
             select(Invoice.number).where(Invoice.customer_id == customer.id).order_by(Invoice.id)
@@ -237,6 +245,17 @@ def _remove_cards(session: Session, customer_id: int, now: datetime) -> None:
             .where(cards.c.customer_id == customer_id, cards.c.removed_at.is_(None))
             .values(removed_at=now, is_default=False)
         )
+
+
+def _forget_answers(session: Session, user_id: int) -> None:
+    """Stored answers of their earlier commands (a correction's old and new values among
+    them); the erasure's own stays until its answer is stored, so its retry still works."""
+    session.execute(
+        delete(IdempotencyRecord).where(
+            IdempotencyRecord.principal == f"user:{user_id}",
+            IdempotencyRecord.operation != ERASE_OPERATION,
+        )
+    )
 
 
 def _anonymise_history(session: Session, customer_id: int, user_id: int) -> None:

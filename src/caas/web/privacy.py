@@ -254,7 +254,7 @@ def erase_account(
             session,
             user_id=user.id,
             values=values,
-            operation="account.erase",
+            operation=erasure.ERASE_OPERATION,
             request={},
             now=now,
             act=act,
