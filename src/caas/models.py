@@ -13,6 +13,7 @@ from caas.ota import models as ota_models
 from caas.ownership import models as ownership_models
 from caas.privacy import models as privacy_models
 from caas.registration import models as registration_models
+from caas.releases import models as releases_models
 from caas.sales import models as sales_models
 from caas.store import models as store_models
 from caas.vehicles import models as vehicles_models
@@ -33,6 +34,7 @@ __all__ = [
     "ownership_models",
     "privacy_models",
     "registration_models",
+    "releases_models",
     "sales_models",
     "store_models",
     "vehicles_models",

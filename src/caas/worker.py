@@ -43,6 +43,7 @@ def build_handlers(
     from caas.ota.jobs import handlers as ota_handlers
     from caas.ownership.jobs import handlers as ownership_handlers
     from caas.registration.jobs import handlers as registration_handlers
+    from caas.releases.jobs import handlers as release_handlers
     from caas.store.jobs import handlers as store_handlers
 
     clock = clock or SystemClock()
@@ -55,6 +56,7 @@ def build_handlers(
     handlers.update(store_handlers(settings, clock))
     handlers.update(ownership_handlers(settings, clock))
     handlers.update(billing_handlers(settings, clock))
+    handlers.update(release_handlers(clock))
     return handlers
 
 

@@ -9,8 +9,10 @@ asyncio loop in a thread of the worker:
 - **in**: the cars' reports, telemetry and usage events through shared subscriptions
   (`$share/caas/...`), so worker replicas split the stream, and their status directly (a shared
   subscription gets no retained messages, and the platform wants every car's last status when
-  it connects). Reports go to the database at once (`caas.ota.service.record_report`): a car
-  waits for nothing else. Telemetry and events are stored in batches; status in order.
+  it connects); the steps of software updates on the events topic go to `caas.releases` in
+  the order they came, with status. Reports go to the database at once
+  (`caas.ota.service.record_report`): a car waits for nothing else. Telemetry and events are
+  stored in batches; status in order.
 
 The database is never touched on the loop's thread: the relay may hold a version's row while
 it waits here for the broker's acknowledgement, and the report of that very version must not
@@ -57,7 +59,14 @@ from caas.core.settings import Settings
 from caas.iot.broker import BrokerAddress
 from caas.ota.publisher import PublishFailed
 from caas.protocol import mqtt
-from caas.protocol.mqtt import MalformedPayload, Reported, Status, Telemetry, UsageEvent
+from caas.protocol.mqtt import (
+    MalformedPayload,
+    Reported,
+    SoftwareStep,
+    Status,
+    Telemetry,
+    UsageEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -85,11 +94,14 @@ class Sinks:
     telemetry: Callable[[Session, list[Telemetry], datetime], int]
     events: Callable[[Session, list[UsageEvent], datetime], int]
     status: Callable[[Session, Status, datetime], object]
+    # Steps of software updates (`caas.releases`); None: dropped.
+    software: Callable[[Session, SoftwareStep, datetime], object] | None = None
 
     @classmethod
     def platform(cls) -> Sinks:
         """The platform's own: OTA acknowledgements and the vehicles' ingest."""
         from caas.ota.service import record_report
+        from caas.releases.service import record_step
         from caas.vehicles import ingest
 
         return cls(
@@ -97,6 +109,7 @@ class Sinks:
             telemetry=lambda session, items, now: ingest.store_telemetry(session, items, now=now),
             events=lambda session, items, now: ingest.store_usage_events(session, items, now=now),
             status=lambda session, item, now: ingest.store_status(session, item, now=now),
+            software=lambda session, item, now: record_step(session, item, now=now),
         )
 
 
@@ -325,6 +338,19 @@ class Bridge:
             return None
         return item
 
+    def _decode_event(self, vin: str, payload: bytes) -> UsageEvent | SoftwareStep | None:
+        try:
+            event = mqtt.decode_event(payload)
+        except MalformedPayload as error:
+            self._count("dropped.malformed")
+            log.info("mqtt.malformed", vin=vin, kind="event", error=str(error))
+            return None
+        if event.vin != vin:  # a car speaks only for itself
+            self._count("dropped.foreign_vin")
+            log.warning("mqtt.foreign_vin", topic_vin=vin, payload_vin=event.vin)
+            return None
+        return event
+
     def dispatch(self, topic: str, payload: bytes) -> None:
         """Hand one incoming message to its sink (on the loop's thread; never raises)."""
         try:
@@ -350,8 +376,11 @@ class Bridge:
                 self._telemetry.append(telemetry)
                 self._batched()
         elif channel == mqtt.EVENTS:
-            event = self._decode(UsageEvent, vin, payload)
-            if event is not None:
+            event = self._decode_event(vin, payload)
+            if isinstance(event, SoftwareStep):
+                if self.sinks.software is not None:  # in the order the car sent them
+                    self._ingest.submit(self._store, "software", self.sinks.software, event)
+            elif event is not None:
                 self._events.append(event)
                 self._batched()
         else:

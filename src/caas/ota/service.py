@@ -37,7 +37,7 @@ from caas.ota.rules import (
     features_switched,
     state_after_report,
 )
-from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported
+from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported, SoftwareOrder
 from caas.vehicles.keys import active_phone_keys
 from caas.vehicles.models import Vehicle
 from caas.vehicles.service import find_vehicle_by_vin
@@ -117,6 +117,14 @@ def phone_keys(session: Session, vehicle: Vehicle) -> list[PhoneKey]:
     return active_phone_keys(session, vehicle.id)
 
 
+def software_update(session: Session, vehicle: Vehicle) -> SoftwareOrder | None:
+    """The software release the car must install, while a rollout offers it one
+    (`caas.releases`)."""
+    from caas.releases.service import software_order
+
+    return software_order(session, vehicle)
+
+
 # --- versions -----------------------------------------------------------------------------------
 
 
@@ -150,6 +158,7 @@ def request_configuration(
         features=effective_configuration(session, vehicle, now),
         phone_keys=phone_keys(session, vehicle),
         messages=list(messages),
+        software=software_update(session, vehicle),
     )
     signed = signing_material().sign(body)
     for older in session.scalars(

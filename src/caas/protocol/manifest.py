@@ -61,6 +61,7 @@ from caas.protocol.mqtt import (
     ManifestBody,
     SignedManifest,
     SigningCertificate,
+    SoftwareOrder,
     decode,
 )
 
@@ -292,3 +293,29 @@ def verify_manifest(
             version=claimed,
         )
     return body
+
+
+# --- software releases ----------------------------------------------------------------------
+
+
+def release_claims(*, version: str, sha256: str, size: int, models: list[str]) -> bytes:
+    """What the signing key signs of a software release: the canonical encoding of its version,
+    image hash and size and the models it is built for (sorted)."""
+    return canonical({"version": version, "sha256": sha256, "size": size, "models": sorted(models)})
+
+
+def sign_release(
+    signing_key: Ed25519PrivateKey, *, version: str, sha256: str, size: int, models: list[str]
+) -> str:
+    """The signing key's signature (base64) over the release's claims."""
+    claims = release_claims(version=version, sha256=sha256, size=size, models=models)
+    return _signature(signing_key, claims)
+
+
+def release_signed(order: SoftwareOrder, certificate: SigningCertificate) -> bool:
+    """Whether the order's signature is the certified key's over its claims (the certificate is
+    the one of the manifest that carried the order, already checked against the root)."""
+    claims = release_claims(
+        version=order.version, sha256=order.sha256, size=order.size, models=order.models
+    )
+    return _verifies(load_public_key_b64(certificate.public_key), order.signature, claims)

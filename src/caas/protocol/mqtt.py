@@ -8,8 +8,18 @@ ISO 3779 VIN (`caas.protocol.vin`), so a topic names exactly one car:
 | `config/desired`      | platform -> car | 1   | yes      | `SignedManifest` |
 | `config/reported`     | car -> platform | 1   | no       | `Reported`       |
 | `telemetry`           | car -> platform | 0   | no       | `Telemetry`      |
-| `events`              | car -> platform | 1   | no       | `UsageEvent`     |
+| `events`              | car -> platform | 1   | no       | `EventMessage`   |
 | `status`              | car -> platform | 1   | yes, and the car's last will | `Status` |
+
+**Software updates** ride on the same topics. The platform tells a car of its update inside
+its signed manifest (`ManifestBody.software`, a `SoftwareOrder`: version, HTTP URL of the image
+for that car, size, SHA-256 and the release's own signature by the manifest signing key), so an
+update is as authentic, as retained and as ordered as every other change of configuration; a
+car that is offline gets it when it comes back. The car downloads the image over HTTP (the URL
+carries a token only this car was given), checks its size, hash and signature (through the
+manifest's certificate, thus the pinned root), installs it, reboots (disconnects and reconnects
+saying its new `software_version`) or rolls back, and reports each step (`SoftwareStep`) on its
+`events` topic with QoS 1 beside its usage events (`EventMessage`).
 
 A car may publish only to its own `reported`, `telemetry`, `events` and `status` topics and
 subscribe only to its own `desired` topic (`car_may_publish`, `car_may_subscribe`). The
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, NamedTuple, TypeVar
 
@@ -119,7 +130,7 @@ def telemetry_topic(vin: str) -> str:
 
 
 def events_topic(vin: str) -> str:
-    """Car -> platform: usage of metered features, sequence-numbered."""
+    """Car -> platform: usage of metered features and software update steps, sequence-numbered."""
     return topic(vin, EVENTS)
 
 
@@ -334,6 +345,45 @@ class PhoneKey(Payload):
         return True
 
 
+Sha256Hex = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the image, 64 lowercase hex digits",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    ),
+]
+
+
+class SoftwareOrder(Payload):
+    """A software release the car must install: where to fetch it and how to know it is genuine.
+
+    `signature` is the manifest signing key's signature over the release's claims
+    (`caas.protocol.manifest.release_claims`: version, sha256, size, models), so the image is
+    vouched for by the same certificate (and the same pinned root) as the manifest.
+    """
+
+    release_id: int = Field(ge=1, description="The release's id on the platform", examples=[3])
+    version: SoftwareVersion
+    url: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Where to download the image: a path on the platform's HTTP address (or "
+        "an absolute URL); it carries a token given to this car alone",
+    )
+    size: int = Field(ge=1, le=2**40, description="The image's size in bytes", examples=[1048576])
+    sha256: Sha256Hex
+    models: list[Annotated[str, Field(min_length=1, max_length=20)]] = Field(
+        min_length=1,
+        max_length=20,
+        description="Platform codes it is built for",
+        examples=[["AURA"]],
+    )
+    signature: Ed25519SignatureText = Field(
+        description="The signing key's Ed25519 signature over the release's claims, base64"
+    )
+
+
 class ManifestBody(Payload):
     """The whole configuration of one car, as the maker signs it; the car applies all or none."""
 
@@ -357,6 +407,10 @@ class ManifestBody(Payload):
         max_length=20,
         description="Short texts for the car's screen",
         examples=[["Winter traction is on until 31 March."]],
+    )
+    software: SoftwareOrder | None = Field(
+        default=None,
+        description="A software release to install; none: keep the software the car runs",
     )
 
     @field_validator("features")
@@ -488,6 +542,41 @@ class UsageEvent(Payload):
     quantity: float = Field(ge=0, examples=[1])
 
 
+SoftwareStepName = Literal["downloading", "installing", "installed", "failed", "rolled_back"]
+
+
+class SoftwareStep(Payload):
+    """A step of the car's software update, on its events topic (QoS 1, kept until
+    acknowledged): `downloading`, `installing`, then `installed` (after the reboot, running the
+    new version), `failed` (refused before installing: download, size, hash or signature) or
+    `rolled_back` (the install failed; the old version runs again)."""
+
+    vin: Vin
+    seq: SequenceNumber
+    at: UtcDatetime = Field(description="By the car's clock")
+    release_id: int = Field(ge=1, description="The release of the `SoftwareOrder`")
+    version: SoftwareVersion
+    step: SoftwareStepName
+    software_version: SoftwareVersion = Field(description="What the car runs after this step")
+    error: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Why it failed or rolled back: `download_failed`, `bad_size`, `bad_hash`, "
+        "`bad_signature`, `wrong_model`, `install_failed`",
+        examples=["bad_hash"],
+    )
+
+    @model_validator(mode="after")
+    def _failure_has_error(self) -> SoftwareStep:
+        if self.step in ("failed", "rolled_back") and not self.error:
+            raise ValueError("a failed or rolled back step needs an error")
+        return self
+
+
+# What a car's events topic carries: usage of metered features and software update steps.
+EventMessage = UsageEvent | SoftwareStep
+
+
 class Status(Payload):
     """Online when the car connects; offline as its last will (or when it disconnects cleanly).
 
@@ -541,6 +630,19 @@ class MalformedPayload(ValueError):
 def encode(model: BaseModel) -> bytes:
     """The payload bytes of `model` (UTF-8 JSON)."""
     return model.model_dump_json().encode()
+
+
+def decode_event(payload: bytes | str) -> EventMessage:
+    """The usage event or software step in `payload` (told apart by their fields), or
+    MalformedPayload."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise MalformedPayload("event: not JSON") from None
+    model: type[UsageEvent | SoftwareStep] = (
+        SoftwareStep if isinstance(data, dict) and "step" in data else UsageEvent
+    )
+    return decode(model, payload)
 
 
 def decode(model_cls: type[PayloadT], payload: bytes | str) -> PayloadT:

@@ -21,6 +21,14 @@ outbox until the broker acknowledges them, so they survive a lost connection (th
 duplicates by sequence number). Telemetry (QoS 0) is sent only while connected. A feature is
 metered when its parameters say so: `{"metered": "km" | "hour" | "activation"}`.
 
+**Software.** A manifest may order a software release (`SoftwareOrder`). The car checks the
+release's signature through the manifest's certificate (so the pinned root), downloads the
+image over HTTP from the platform (`platform_url`), checks its size and SHA-256, installs it
+and reboots into it (drops its connection and comes back saying the new version), or rolls back
+to the old one when the install fails (`install_failure_rate`: the simulator's knob for tests
+and the demo). Each step is a `SoftwareStep` on the events topic, through the outbox. A
+release is tried once: a refused or rolled back one is not tried again by this car.
+
 **The key.** The phone is the key: `challenge` gives a one-time nonce, `operate` unlocks or
 starts the car only for a signature of that nonce by one of the phones in the applied manifest
 (ECDSA P-256 from WebCrypto, or Ed25519). Nothing about it needs the network.
@@ -32,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import random
 import secrets
 import socket
@@ -40,21 +49,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, NamedTuple
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import aiomqtt
+import httpx
 import structlog
 from aiomqtt.exceptions import MqttConnectError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.reasoncodes import ReasonCode
 
 from caas.protocol import mqtt
-from caas.protocol.manifest import ManifestRejected, verify_manifest
+from caas.protocol.manifest import ManifestRejected, release_signed, verify_manifest
 from caas.protocol.mqtt import (
     FeatureState,
     ManifestBody,
     PhoneKey,
     Reported,
+    SignedManifest,
+    SoftwareOrder,
+    SoftwareStep,
+    SoftwareStepName,
     Status,
     Telemetry,
     UsageEvent,
@@ -81,6 +95,7 @@ _MAX_REPORTED_VERSION = 2**53 - 1
 # A CONNACK refusing the protocol version: 0x01 in MQTT 3.1.1, 0x84 in MQTT 5.
 _UNSUPPORTED_PROTOCOL = (1, 0x84)
 _NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would add ~40 ms per message
+DOWNLOAD_TIMEOUT_SECONDS = 30.0
 
 
 def system_clock() -> datetime:
@@ -228,6 +243,9 @@ class VehicleAgent:
         model: str | None = None,
         now: Clock = system_clock,
         first_sequence: int | None = None,
+        platform_url: str | None = None,
+        install_failure_rate: float = 0.0,
+        install_seconds: float = 0.0,
     ) -> None:
         self.identity = identity
         self.broker = broker
@@ -258,6 +276,17 @@ class VehicleAgent:
         self._last_tick = now()
         self._challenges: dict[str, datetime] = {}
         self.last_report: Reported | None = None
+
+        # Software updates: where the platform's HTTP API is, the simulator's knobs, and what
+        # became of the latest update (`update_step`, `update_error`).
+        self.platform_url = platform_url
+        self.install_failure_rate = install_failure_rate
+        self.install_seconds = install_seconds
+        self.update_version: str | None = None
+        self.update_step: SoftwareStepName | None = None
+        self.update_error: str | None = None
+        self._tried_releases: set[int] = set()
+        self._update_task: asyncio.Task[None] | None = None
 
         self._outbox: deque[_Outgoing] = deque(maxlen=OUTBOX_LIMIT)
         self._wake = asyncio.Event()
@@ -364,6 +393,10 @@ class VehicleAgent:
                 )
         task.cancel()
         await asyncio.wait([task])
+        update, self._update_task = self._update_task, None
+        if update is not None and not update.done():
+            update.cancel()
+            await asyncio.wait([update])
 
     async def wait_online(self, timeout: float = 5.0) -> None:
         """Until the car is connected and subscribed (TimeoutError after `timeout` seconds)."""
@@ -551,7 +584,101 @@ class VehicleAgent:
         self._pending = self._pending_payload = None
         self._switch_features(now)
         log.info("vehicle.manifest_applied", vin=self.vin, version=body.version)
-        return self._report("applied", body.version, now)
+        report = self._report("applied", body.version, now)
+        if body.software is not None:
+            self._consider_update(body.software, payload)
+        return report
+
+    # --- software updates ---------------------------------------------------------------
+
+    def _consider_update(self, order: SoftwareOrder, payload: bytes) -> None:
+        """Start the ordered update unless the car runs that version, tried that release
+        already, or is busy with another."""
+        if order.version == self.software_version or order.release_id in self._tried_releases:
+            return
+        if self._update_task is not None and not self._update_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the car is not running (unit tests of manifests)
+            return
+        # Already verified with the manifest: its certificate vouches for the release.
+        certificate = mqtt.decode(SignedManifest, payload).certificate
+        self._tried_releases.add(order.release_id)
+        self._update_task = loop.create_task(
+            self._update(order, certificate), name=f"update-{self.vin}-{order.release_id}"
+        )
+
+    async def _update(self, order: SoftwareOrder, certificate: mqtt.SigningCertificate) -> None:
+        self.update_version, self.update_error = order.version, None
+        self._step(order, "downloading")
+        if not release_signed(order, certificate):
+            self._step(order, "failed", error="bad_signature")
+            return
+        if self.model is not None and self.model not in order.models:
+            self._step(order, "failed", error="wrong_model")
+            return
+        image = await self._download(order)
+        if image is None:
+            self._step(order, "failed", error="download_failed")
+            return
+        if len(image) != order.size:
+            self._step(order, "failed", error="bad_size")
+            return
+        if hashlib.sha256(image).hexdigest() != order.sha256:
+            self._step(order, "failed", error="bad_hash")
+            return
+        self._step(order, "installing")
+        if self.install_seconds:
+            await asyncio.sleep(self.install_seconds)
+        if random.random() < self.install_failure_rate:
+            self._step(order, "rolled_back", error="install_failed")
+            log.info("vehicle.update_rolled_back", vin=self.vin, version=order.version)
+            return
+        self.software_version = order.version
+        self._step(order, "installed")
+        log.info("vehicle.update_installed", vin=self.vin, version=order.version)
+        self.reboot()
+
+    async def _download(self, order: SoftwareOrder) -> bytes | None:
+        if self.platform_url is None and not urlparse(order.url).scheme:
+            return None
+        url = urljoin(self.platform_url or "", order.url)
+        try:
+            async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT_SECONDS) as client:
+                response = await client.get(url)
+        except httpx.HTTPError as error:
+            log.info("vehicle.download_failed", vin=self.vin, error=str(error))
+            return None
+        if response.status_code != 200:
+            log.info("vehicle.download_refused", vin=self.vin, status=response.status_code)
+            return None
+        return response.content
+
+    def _step(
+        self, order: SoftwareOrder, step: SoftwareStepName, *, error: str | None = None
+    ) -> None:
+        self.update_step, self.update_error = step, error
+        self._event_seq += 1
+        message = SoftwareStep(
+            vin=self.vin,
+            seq=self._event_seq,
+            at=self._now(),
+            release_id=order.release_id,
+            version=order.version,
+            step=step,
+            software_version=self.software_version,
+            error=error,
+        )
+        self._send(mqtt.events_topic(self.vin), mqtt.encode(message))
+
+    def reboot(self) -> None:
+        """Restart into the software installed: the connection drops and comes back at once,
+        saying the new version (what waits in the outbox goes out on the new connection)."""
+        if self._client is None:
+            return
+        self.lose_network()
+        self.restore_network()
 
     def _switch_features(self, now: datetime) -> bool:
         """Bring the running features to what the applied configuration wants at `now`, except

@@ -1,0 +1,1 @@
+"""Software releases of the cars and their staged rollouts over the fleet."""
