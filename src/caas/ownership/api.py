@@ -79,7 +79,7 @@ def open_transfer(
     responses=error_responses(401, 404, 422),
 )
 def get_transfer(vin: Vin, session: DbSession, user: CurrentUser) -> TransferRead:
-    transfer = service.seller_transfer(session, user=user, vin=vin)
+    _, transfer = service.seller_transfer(session, user=user, vin=vin)
     if transfer is None:
         raise NotFound("this car has no open transfer", code="transfer.not_found")
     return TransferRead.of(transfer, vin.upper())

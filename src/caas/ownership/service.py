@@ -202,15 +202,15 @@ def cancel_transfer(
     return transfer
 
 
-def seller_transfer(session: Session, *, user: User, vin: str) -> Transfer | None:
-    """The open transfer of the owner's car, if any (404 for a car not theirs)."""
+def seller_transfer(session: Session, *, user: User, vin: str) -> tuple[Vehicle, Transfer | None]:
+    """The owner's car and its open transfer, if any (404 for a car not theirs)."""
     if user.role is not Role.CUSTOMER:
         raise _not_found()
     customer = sales.customer_of_user(session, user)
     vehicle = vehicles.find_vehicle_by_vin(session, vin)
     if vehicle is None or vehicle.owner_customer_id != customer.id:
         raise _not_found()
-    return open_transfer_of(session, vehicle.id)
+    return vehicle, open_transfer_of(session, vehicle.id)
 
 
 # --- a private sale: the buyer's side ----------------------------------------------------------

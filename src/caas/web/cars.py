@@ -4,6 +4,7 @@ run) and the operator's fleet, filterable, with any car's twin."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from caas.catalog.models import Platform
 from caas.core.api import DbSession
+from caas.releases.service import update_status as software_update_of
 from caas.sales import service as sales
 from caas.vehicles import twin
 from caas.vehicles.models import Vehicle
@@ -187,7 +189,8 @@ def _twin_page(
     **context: Any,
 ) -> Response:
     shown = twin.twin_of(session, vehicle, since=since)
-    page: dict[str, Any] = {"twin": shown, **context}
+    update = software_update_of(session, vehicle.id)
+    page: dict[str, Any] = {"twin": shown, "software_update": update, **context}
     return render(request, "car_twin.html", page)
 
 
@@ -254,4 +257,11 @@ def fleet_page(
 @router.get("/operator/fleet/{vin}")
 def fleet_car(request: Request, vin: str, session: DbSession, user: OperatorPage) -> Response:
     vehicle = twin.visible_vehicle(session, user, vin)
-    return _twin_page(request, session, vehicle, back="/operator/fleet")
+    return _twin_page(
+        request,
+        session,
+        vehicle,
+        back="/operator/fleet",
+        may_scrap=True,  # `caas.web.ownership` takes the form
+        new_key=uuid.uuid4().hex,
+    )

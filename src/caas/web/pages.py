@@ -38,7 +38,11 @@ HOME = {
 
 # The top bar of each role: where it goes and the text it shows.
 NAV = {
-    Role.DEALER: (("/intranet/sales", "nav.sales"), ("/intranet/sales/new", "nav.new_sale")),
+    Role.DEALER: (
+        ("/intranet/sales", "nav.sales"),
+        ("/intranet/sales/new", "nav.new_sale"),
+        ("/intranet/resales/new", "nav.resale"),
+    ),
     Role.CUSTOMER: (
         ("/portal/orders", "nav.my_orders"),
         ("/portal/cars", "nav.my_cars"),
@@ -51,6 +55,7 @@ NAV = {
         ("/operator/orders", "nav.orders"),
         ("/operator/fleet", "nav.fleet"),
         ("/operator/catalog", "nav.catalog"),
+        ("/operator/releases", "nav.releases"),
         ("/operator/finance", "nav.finance"),
     ),
     Role.WORKSHOP: (("/workshop", "nav.find_car"),),

@@ -13,8 +13,10 @@ from caas.web import (
     intranet,
     keys,
     methods,
+    ownership,
     portal,
     privacy,
+    releases,
     store,
     workshop,
 )
@@ -45,6 +47,8 @@ def include_web(app: FastAPI) -> None:
         workshop,
         store,
         methods,
+        ownership,
+        releases,
     ):
         app.include_router(module.router)
     app.include_router(portal.live_router)
