@@ -673,7 +673,7 @@ def _halt(
             "failed": failed,
             "offered": total,
             "failure_percent": rollout.failure_percent,
-            "rollout_url": f"{settings.public_url.rstrip('/')}/console/rollouts/{rollout.id}",
+            "rollout_url": f"{settings.public_url.rstrip('/')}/operator/rollouts/{rollout.id}",
         },
         dedupe_key=f"release.rollout_halted:{rollout.id}:{now.isoformat()}",
         now=now,
