@@ -126,6 +126,11 @@ def test_a_scrapped_car_is_refused_by_the_broker_gets_no_manifest_and_its_twin_i
         )
     ).all()
     assert counting == []  # no sweep ever signs for it again
+    store = log_in(app_client, owner.user.email).get(f"/api/v1/vehicles/{vin}/store").json()
+    assert store["features"] and all(
+        "not_delivered" in [r["reason"] for r in feature["refusals"]]
+        for feature in store["features"]
+    )  # nothing can be bought for it
 
     # The twin is archived and still whole for the operator; the owner was told.
     twin = operator.get(f"/api/v1/vehicles/{vin}/twin").json()

@@ -168,7 +168,10 @@ def car_facts(session: Session, vehicle: Vehicle, *, at: datetime) -> CarFacts:
     return CarFacts(
         vehicle_id=vehicle.id,
         owner_customer_id=vehicle.owner_customer_id,
-        delivered=vehicle.delivered_at is not None and vehicle.delivered_at <= at,
+        # A scrapped car (archived) is on the road no more: nothing can be bought for it.
+        delivered=vehicle.delivered_at is not None
+        and vehicle.delivered_at <= at
+        and vehicle.state != "archived",
         software_version=vehicle.software_version,
         fitted=fitted_hardware(session, vehicle),
         running=running,
