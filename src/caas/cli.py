@@ -447,6 +447,16 @@ def sim_vehicles(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Cars connecting at once (the next batch waits).")
     ] = 50,
+    platform_url: Annotated[
+        str,
+        typer.Option(
+            envvar="CAAS_PUBLIC_URL", help="The platform's HTTP address (software downloads)."
+        ),
+    ] = "http://127.0.0.1:8000",
+    install_failure_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of software installs that fail and roll back."),
+    ] = 0.0,
 ) -> None:
     """Run simulated cars, each a real MQTT client with its own credentials, in one process;
     their screens (`/cars`) and local key endpoints on --port. Ctrl-C disconnects them."""
@@ -467,7 +477,14 @@ def sim_vehicles(
     if count is not None and count > len(loaded.cars):
         raise CommandFailed(f"--count {count}, but the fleet file has {len(loaded.cars)} cars")
     configure_logging(None)
-    fleet = Fleet.from_file(loaded, endpoint, count=count, batch_size=batch_size)
+    fleet = Fleet.from_file(
+        loaded,
+        endpoint,
+        count=count,
+        batch_size=batch_size,
+        platform_url=platform_url,
+        install_failure_rate=install_failure_rate,
+    )
     _stderr().print(
         f"{len(fleet)} cars connecting to {endpoint.host}:{endpoint.port}; "
         f"their screens on http://{host}:{port}/cars"

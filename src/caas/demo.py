@@ -50,6 +50,7 @@ from caas.demo_customers import (
     prepare,
 )
 from caas.iot.local import LocalBroker, start_local_broker
+from caas.releases.demo import ensure_demo_release
 from caas.runtime import Runtime, StartupError, display_url, read_settings
 from caas.seed import DemoLogin
 from caas_sim.mail import MailCatcher
@@ -102,6 +103,7 @@ class DemoPorts:
 class DemoUrls:
     portal: str
     finance: str
+    releases: str
     api_docs: str
     mail_inbox: str
     factory: str
@@ -115,6 +117,7 @@ class DemoUrls:
         return cls(
             portal=f"{_http(ports.api)}/login",
             finance=f"{_http(ports.api)}/operator/finance",
+            releases=f"{_http(ports.api)}/operator/releases",
             api_docs=f"{_http(ports.api)}/docs",
             mail_inbox=f"{_http(ports.mail)}/",
             factory=_http(ports.factory),
@@ -173,6 +176,7 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
             logins = runtime.load_demo_data()
             with unit_of_work(runtime.sessions) as session:
                 delivered = delivered_cars(session)
+                ensure_demo_release(session, settings, now=runtime.clock.now())
             logins += customer_logins(delivered)
         progress.print("[green]✓[/] Demo data ready (a second run keeps it and adds nothing)")
 
@@ -237,6 +241,9 @@ def print_welcome(
     places.add_column("Where", no_wrap=True)
     places.add_row("Portal and intranet (log in here)", urls.portal)
     places.add_row("Operator's finance: revenue, refunds, CSV (as the operator)", urls.finance)
+    places.add_row(
+        "Operator's software releases: publish the draft, roll it out to the cars", urls.releases
+    )
     places.add_row("API documentation (OpenAPI)", urls.api_docs)
     places.add_row("Mail inbox (customers' e-mails)", urls.mail_inbox)
     places.add_row("Factory simulator (OpenAPI)", f"{urls.factory}/docs")

@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 POLL_SECONDS = 2.0
 TICK_SECONDS = 1.0
 TELEMETRY_SECONDS = 10.0
+INSTALL_SECONDS = 3.0
 
 
 class GrowingFleet(Fleet):
@@ -193,4 +194,8 @@ class DemoCars:
             hardware=car.hardware,
             software_version=car.software_version,
             model=car.model,
+            # Software downloads come from the demo's platform; an install takes a few
+            # seconds, so a rollout's progress can be followed on its page.
+            platform_url=self.runtime.settings.public_url,
+            install_seconds=INSTALL_SECONDS,
         )

@@ -177,8 +177,11 @@ class Fleet:
         count: int | None = None,
         now: Clock = system_clock,
         batch_size: int = BATCH_SIZE,
+        platform_url: str | None = None,
+        install_failure_rate: float = 0.0,
     ) -> Fleet:
-        """The first `count` cars of the file (all when None)."""
+        """The first `count` cars of the file (all when None); they download software from
+        `platform_url` and fail that share of their installs."""
         loaded = fleet_file if isinstance(fleet_file, FleetFile) else FleetFile.read(fleet_file)
         cars = loaded.cars if count is None else loaded.cars[:count]
         return cls(
@@ -191,6 +194,8 @@ class Fleet:
                     odometer_km=car.odometer_km,
                     model=car.model,
                     now=now,
+                    platform_url=platform_url,
+                    install_failure_rate=install_failure_rate,
                 )
                 for car in cars
             ),

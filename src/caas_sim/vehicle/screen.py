@@ -73,6 +73,22 @@ class CarScreen(BaseModel):
     last_report: str | None = Field(
         description="The car's last answer to the platform", examples=["applied version 3"]
     )
+    software_update: str | None = Field(
+        default=None,
+        description="The latest software update: version, step and error",
+        examples=["8.1.0 installing"],
+    )
+
+
+class SoftwareKnobs(BaseModel):
+    """How the simulated car's software installs go (a tool for tests and the demo)."""
+
+    install_failure_rate: float = Field(
+        ge=0, le=1, description="Share of installs that fail and roll back", examples=[0.5]
+    )
+    install_seconds: float | None = Field(
+        default=None, ge=0, le=600, description="How long an install takes", examples=[3]
+    )
 
 
 def _feature_name(code: str) -> str:
@@ -140,6 +156,12 @@ def car_screen(agent: VehicleAgent, now: datetime) -> CarScreen:
             f"{report.status} version {report.version}"
             + (f" ({report.reason})" if report.reason else "")
             if report is not None
+            else None
+        ),
+        software_update=(
+            f"{agent.update_version} {agent.update_step}"
+            + (f" ({agent.update_error})" if agent.update_error else "")
+            if agent.update_step is not None
             else None
         ),
     )
@@ -211,7 +233,8 @@ _CAR = _pages.from_string(
 <div class="speed">{{ s.speed_kmh|round|int }} <small>km/h</small></div>
 <div class="state">{{ 'Parked' if s.parked else 'Driving' }} · {{ 'Locked' if s.locked else
 'Unlocked' }}{% if s.started %} · Ready to drive{% endif %} · {{ s.odometer_km }} km ·
-software {{ s.software_version }}</div>
+software {{ s.software_version }}{% if s.software_update %} · update
+{{ s.software_update }}{% endif %}</div>
 {% if s.messages %}<h2>Messages</h2>{% for m in s.messages %}<div class="msg">{{ m }}</div>
 {% endfor %}{% endif %}
 <h2>Options</h2>{% for f in s.features %}<div class="row"><span>{{ f.name }}
@@ -314,6 +337,18 @@ def create_app(
     @app.get("/api/cars/{vin}", response_model=CarScreen, summary="The car's screen, as JSON")
     def get_screen(vin: VinPath) -> CarScreen:
         return screen_of(find(vin))
+
+    @app.post(
+        "/sim/cars/{vin}/software",
+        response_model=CarScreen,
+        summary="Make the car's software installs fail (a share of them) or take longer",
+    )
+    def software_knobs(vin: VinPath, knobs: SoftwareKnobs) -> CarScreen:
+        agent = find(vin)
+        agent.install_failure_rate = knobs.install_failure_rate
+        if knobs.install_seconds is not None:
+            agent.install_seconds = knobs.install_seconds
+        return screen_of(agent)
 
     @app.post(
         "/cars/{vin}/key/challenge",
