@@ -363,3 +363,33 @@ async def test_a_car_refuses_a_release_whose_signature_is_not_the_platforms(
     assert progress(committed, rollout["id"]).targets[agent.vin] == ("failed", 1, "bad_signature")
     assert agent.update_error == "bad_signature"
     assert agent.software_version == fleet_version
+
+
+async def test_a_car_offline_when_offered_gets_its_update_when_it_comes_back(
+    committed: CommittedDatabase,
+    platform_settings: Settings,
+    mqtt_broker: LocalBroker,
+    signing: SigningMaterial,
+    worker: Worker,
+    platform_http: ServerThread,
+    operator: TestClient,
+    fleet_version: str,
+    online: list[VehicleAgent],
+) -> None:
+    (car,) = delivered_cars(committed, platform_settings, 1, fleet_version)
+    release = upload_release(operator, version=_newer(fleet_version), min_version=fleet_version)
+    rollout = start_rollout(operator, release["id"], waves=[100], success_percent=100)
+    assert rollout["waves"][0]["by_state"] == {"offered": 1}
+
+    agent = await start_car(
+        car,
+        broker=mqtt_broker,
+        signing=signing,
+        platform_url=platform_http.url,
+        version=fleet_version,
+        online=online,
+    )
+    await eventually(
+        lambda: progress(committed, rollout["id"]).state == "completed", what="completed"
+    )
+    assert agent.software_version == _newer(fleet_version)
