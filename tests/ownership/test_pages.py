@@ -139,3 +139,26 @@ def test_the_operator_scraps_a_car_from_its_twin_page(
     assert "data-archived" in archived and "data-scrap" not in archived
     db.expire_all()
     assert db.get_one(Vehicle, seller.vehicle.id).state == "archived"
+
+
+def test_a_person_without_an_account_receives_the_car_on_the_public_page(
+    app_client: TestClient, db: Session, seller: Owner
+) -> None:
+    vin = seller.vehicle.vin
+    log_in(app_client, seller.user.email)
+    page = f"/portal/cars/{vin}/sell"
+    opened = submit(app_client, page, page, {}, with_key=True)
+    assert "http://testserver/receive" in text_of(opened.text)
+    found = CODE.search(opened.text)
+    assert found is not None
+    app_client.post("/logout", data={}, follow_redirects=False)
+    app_client.cookies.clear()
+    person = customer_payload("ES", national_id=fresh_dni(), email="fede.new@example.es")
+    data = {"vin": vin, "code": found.group(1), **{f"buyer.{k}": v for k, v in person.items()}}
+    wrong = submit(app_client, "/receive", "/receive", {**data, "code": "AAAA-AAAA"}, with_key=True)
+    assert wrong.status_code == 422 and 'value="fede.new@example.es"' in wrong.text
+    done = submit(app_client, "/receive", "/receive", data, with_key=True)
+    assert done.status_code == 201, done.text
+    assert "fede.new@example.es" in text_of(done.text)
+    db.expire_all()
+    assert db.get_one(Vehicle, seller.vehicle.id).owner_customer_id != seller.customer.id

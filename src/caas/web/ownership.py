@@ -17,8 +17,14 @@ from caas.accounts.models import User
 from caas.catalog import service as catalog
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import CaasError, NotFound
+from caas.core.idempotency import once
 from caas.ownership import service
-from caas.ownership.schemas import ResaleCreate, ScrappingCreate, TransferAccept
+from caas.ownership.schemas import (
+    ResaleCreate,
+    ScrappingCreate,
+    TransferAccept,
+    TransferAcceptNew,
+)
 from caas.sales.schemas import CountryCode
 from caas.web import strings
 from caas.web.csrf import csrf_protect
@@ -48,6 +54,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "sell.open": "Create a transfer code",
         "sell.code": "The code for the buyer",
         "sell.code_once": "Write it down now: it is shown only this once.",
+        "sell.where": "The buyer enters them in their portal (“Receive a car”), or at {url} if they have no account yet.",
         "sell.expires": "Valid until {when}.",
         "sell.pending": "A transfer is open until {when}. The code was shown when you created it; cancel it for a new one.",
         "sell.cancel": "Cancel the transfer",
@@ -57,6 +64,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "receive.title": "Receive a car",
         "receive.intro": "Bought a car from its owner? Enter its VIN and the code the seller gave you.",
         "receive.submit": "Receive the car",
+        "receive.new_title": "Receive a car: new customer",
+        "receive.new_intro": "Bought a car from its owner and have no account with us yet? Enter its VIN, the seller's code and who you are: your account is created and we e-mail you the link to activate it. Already a customer? Log in and use “Receive a car” in your portal.",
+        "receive.you": "You, the new owner",
+        "receive.done_title": "The car is yours",
+        "receive.done": "The car {vin} is now yours. We have sent the link to activate your account to {email}; once you have set your password, pair your phone with the car.",
         "field.vin": "VIN",
         "field.transfer_code": "Transfer code",
         "resale.title": "Record a resale",
@@ -92,6 +104,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "sell.open": "Crear un código de transferencia",
         "sell.code": "El código para el comprador",
         "sell.code_once": "Anótelo ahora: solo se muestra esta vez.",
+        "sell.where": "El comprador los introduce en su portal («Recibir un coche»), o en {url} si aún no tiene cuenta.",
         "sell.expires": "Válido hasta el {when}.",
         "sell.pending": "Hay una transferencia abierta hasta el {when}. El código se mostró al crearla; cancélela para obtener uno nuevo.",
         "sell.cancel": "Cancelar la transferencia",
@@ -101,6 +114,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "receive.title": "Recibir un coche",
         "receive.intro": "¿Ha comprado un coche a su propietario? Introduzca su VIN y el código que le dio el vendedor.",
         "receive.submit": "Recibir el coche",
+        "receive.new_title": "Recibir un coche: cliente nuevo",
+        "receive.new_intro": "¿Ha comprado un coche a su propietario y aún no tiene cuenta con nosotros? Introduzca su VIN, el código del vendedor y sus datos: se crea su cuenta y le enviamos por correo el enlace para activarla. ¿Ya es cliente? Inicie sesión y use «Recibir un coche» en su portal.",
+        "receive.you": "Usted, el nuevo propietario",
+        "receive.done_title": "El coche es suyo",
+        "receive.done": "El coche {vin} ya es suyo. Hemos enviado el enlace para activar su cuenta a {email}; cuando haya elegido su contraseña, empareje su teléfono con el coche.",
         "field.vin": "VIN (número de bastidor)",
         "field.transfer_code": "Código de transferencia",
         "resale.title": "Registrar una reventa",
@@ -302,12 +320,20 @@ def receive_car(
     return see_other("/portal/cars")
 
 
-# --- the dealership -----------------------------------------------------------------------------
+def _identity(values: FormValues, prefix: str) -> dict[str, Any]:
+    """A person's fields of a form, as the API's `CustomerIdentity`."""
+    person: dict[str, Any] = {"country": values.get(f"{prefix}.country", "")}
+    for name in CUSTOMER_FIELDS:
+        person[name] = values.get(f"{prefix}.{name}", "")
+    if values.get(f"{prefix}.language"):
+        person["language"] = values[f"{prefix}.language"]
+    return person
 
 
-def _resale_page(
+def _people_form(
     request: Request,
     session: Session,
+    template: str,
     values: FormValues,
     errors: FormErrors | None = None,
     status_code: int = 200,
@@ -319,12 +345,72 @@ def _resale_page(
         "countries": [(country.code, country.name) for country in countries],
         "email_languages": EMAIL_LANGUAGES,
     }
-    return render(request, "intranet/resale_new.html", context, status_code=status_code)
+    return render(request, template, context, status_code=status_code)
+
+
+@router.get("/receive")
+def receive_new_page(request: Request, session: DbSession) -> Response:
+    return _people_form(request, session, "receive_new.html", {"idempotency_key": uuid.uuid4().hex})
+
+
+@router.post("/receive")
+def receive_car_as_new_customer(
+    request: Request,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> Response:
+    """No login: the buyer's account is made with the car and activated from the e-mail."""
+    values = values_of(form)
+    now = clock.now()
+    try:
+        body = TransferAcceptNew.model_validate(
+            {
+                "vin": values.get("vin", ""),
+                "code": values.get("code", ""),
+                "buyer": _identity(values, "buyer"),
+            }
+        )
+
+        def act() -> dict[str, Any]:
+            transfer, _ = service.receive_car_as_new_customer(
+                session,
+                vin=body.vin,
+                code=body.code,
+                identity=body.buyer,
+                attempts=request.app.state.sessions,
+                settings=settings,
+                now=now,
+            )
+            return {"id": transfer.id}
+
+        with session.begin_nested():  # a failure rolls back only this, so the page can say why
+            once(
+                session,
+                principal=f"transfer:{body.vin.upper()}",
+                key=values.get("idempotency_key") or uuid.uuid4().hex,
+                operation="web.transfer.receive_new",
+                request=body.model_dump(mode="json"),
+                now=now,
+                act=act,
+            )
+    except (ValidationError, CaasError) as error:
+        status = error.status if isinstance(error, CaasError) else 422
+        errors = FormErrors.of(error, aliases={"email": "buyer.email", "country": "buyer.country"})
+        return _people_form(request, session, "receive_new.html", values, errors, status)
+    context = {"vin": body.vin.upper(), "email": body.buyer.email}
+    return render(request, "receive_done.html", context, status_code=201)
+
+
+# --- the dealership -----------------------------------------------------------------------------
 
 
 @router.get("/intranet/resales/new")
 def resale_page(request: Request, session: DbSession, _: DealerPage) -> Response:
-    return _resale_page(request, session, {"idempotency_key": uuid.uuid4().hex})
+    return _people_form(
+        request, session, "intranet/resale_new.html", {"idempotency_key": uuid.uuid4().hex}
+    )
 
 
 @router.post("/intranet/resales/new")
@@ -338,11 +424,7 @@ def record_resale(
 ) -> Response:
     values = values_of(form)
     now = clock.now()
-    buyer: dict[str, Any] = {"country": values.get("buyer.country", "")}
-    for name in CUSTOMER_FIELDS:
-        buyer[name] = values.get(f"buyer.{name}", "")
-    if values.get("buyer.language"):
-        buyer["language"] = values["buyer.language"]
+    buyer = _identity(values, "buyer")
     try:
         body = ResaleCreate.model_validate(
             {
@@ -376,7 +458,9 @@ def record_resale(
     except (ValidationError, CaasError) as error:
         status = error.status if isinstance(error, CaasError) else 422
         errors = FormErrors.of(error, aliases={"email": "buyer.email", "country": "buyer.country"})
-        return _resale_page(request, session, values, errors, status_code=status)
+        return _people_form(
+            request, session, "intranet/resale_new.html", values, errors, status_code=status
+        )
     flash(request, "flash.resale_recorded", vin=body.vin.upper())
     return see_other("/intranet/sales")
 
