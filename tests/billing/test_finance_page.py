@@ -4,6 +4,7 @@ refunds, failed payments, the filters and the CSV links; nobody else opens it.""
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from caas.billing import finance
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
-from caas.web.finance import PLOT_BOTTOM, PLOT_TOP, revenue_charts
+from caas.web.finance import PLOT_BOTTOM, PLOT_TOP, default_start, revenue_charts
 from tests.billing.conftest import buyer
 from tests.billing.test_finance import BOOST, WINTER, Books, books  # noqa: F401 (the fixture)
 from tests.web.support import log_in, submit, text_of
@@ -39,8 +40,17 @@ def test_the_operator_reads_revenue_refunds_and_failed_payments(
     assert books.eur.reference not in page  # the page names invoices, not provider references
     assert "Refunds 1" in page and "€10.01" in page
     assert "Failed payments 1" in page and "card_declined" in page
-    assert 'href="/api/v1/finance/invoices.csv"' in html
-    assert 'href="/api/v1/finance/ledger.csv"' in html
+    # Without a range, the last twelve months and this one: the links export the same.
+    assert re.search(r'name="from"\s+value="2025-01-01"', html)
+    assert 'href="/api/v1/finance/invoices.csv?from=2025-01-01"' in html
+    assert 'href="/api/v1/finance/ledger.csv?from=2025-01-01"' in html
+    every = app_client.get("/operator/finance", params={"from": "", "to": ""}).text
+    assert 'href="/api/v1/finance/invoices.csv"' in every and "Total GBP £20.00" in text_of(every)
+
+
+def test_the_default_range_starts_a_year_before_this_months_first_day() -> None:
+    assert default_start(date(2026, 1, 15)) == date(2025, 1, 1)
+    assert default_start(date(2026, 12, 31)) == date(2025, 12, 1)
 
 
 def test_the_filters_narrow_the_page_and_the_csv_links(

@@ -36,7 +36,7 @@ GROUPS: tuple[Group, ...] = ("feature", "country", "month")
 VEHICLE_SALE = ledger.SALE_REVENUE.removeprefix("revenue:")
 CHARGEBACKS = ledger.CHARGEBACKS
 CREDIT_NOTE = rules.CREDIT_NOTE_KIND
-BATCH = 1_000  # rows fetched from the server-side cursor at a time
+BATCH = 5_000  # rows fetched from the server-side cursor, and written, at a time
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from caas.billing import finance
 from caas.catalog import service as catalog
-from caas.core.api import DbSession
+from caas.core.api import ClockDep, DbSession
 from caas.core.errors import InvalidInput
 from caas.sales.schemas import CountryCode
 from caas.web.csrf import csrf_protect
+from caas.web.display import STAFF_ZONE
 from caas.web.forms import FormErrors
 from caas.web.pages import OperatorPage, PageRoute, language_of, render
 from caas.web.strings import translate
@@ -152,10 +154,18 @@ def _day(value: str | None, name: str, errors: FormErrors, language: str) -> dat
         return None
 
 
+def default_start(today: date) -> date:
+    """Where the page starts without a range: the first day of the month a year ago (twelve
+    months and this one), so the page stays quick however long the books are."""
+    months = today.year * 12 + today.month - 1 - 12
+    return date(months // 12, months % 12 + 1, 1)
+
+
 @router.get("")
 def finance_page(
     request: Request,
     session: DbSession,
+    clock: ClockDep,
     user: OperatorPage,
     start: Annotated[str | None, Query(alias="from", max_length=10)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=10)] = None,
@@ -165,6 +175,8 @@ def finance_page(
     countries = [catalog.get_country(session, code) for code in get_args(CountryCode)]
     country = country if country in {c.code for c in countries} else None
     errors = FormErrors()
+    if start is None and end is None:
+        start = default_start(clock.now().astimezone(ZoneInfo(STAFF_ZONE)).date()).isoformat()
     first, last = _day(start, "from", errors, language), _day(end, "to", errors, language)
     try:
         filters = finance.FinanceFilter(start=first, end=last, country=country)
