@@ -12,10 +12,13 @@ Two outbox chains, built like the reminders (`caas.store.reminders`):
   month reaches its spending cap has its metered entitlement ended now and a new one granted
   from the first of next month (the window sweep re-signs the car then), one new configuration,
   and the customer told once per month.
-- `store.metering.month` runs on the first of each month and queues one charge per customer and
-  car with usage in the month before. Its payment's key is derived from customer, car and month,
-  so a second run (or a restarted worker) charges nothing twice; the card is the one kept on the
-  purchase of the metered option.
+- `store.metering.month` runs on the first of each month and streams the customers' cars with
+  usage in the month before, in chunks, one job per chunk (`store.metering.charges`) that
+  starts each car's payment with a few set-based reads for the whole chunk; each payment is
+  then settled by a job of its own (`store.metering.settle`: authorised, captured, invoiced).
+  A payment's key is derived from customer, car and month, so a second run (or a restarted
+  worker) charges nothing twice; the card is the one kept on the purchase of the metered
+  option.
 
 A declined month goes through dunning (`store.metering.retry`): tried again `RETRY_AFTER_DAYS`
 after the first failure, each time with a payment of its own (the customer's newest card, see
@@ -26,6 +29,7 @@ paid, which switches them back on.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +69,7 @@ ACTOR: Final = Actor.system("metering")
 CAPS_TOPIC: Final = "store.metering.caps"
 MONTH_TOPIC: Final = "store.metering.month"
 CHARGE_TOPIC: Final = "store.metering.charge"
+CHARGES_TOPIC: Final = "store.metering.charges"
 SETTLE_TOPIC: Final = "store.metering.settle"
 RETRY_TOPIC: Final = "store.metering.retry"
 # A declined month is tried again this many days after its first failure; after the last
@@ -78,8 +83,9 @@ CHECK_EVERY: Final = timedelta(minutes=5)
 # The monthly run waits this long after midnight UTC of the 1st (every customer's zone is at or
 # east of UTC, so their month has ended) for the usage of cars that were offline.
 MONTH_GRACE: Final = timedelta(hours=6)
-# Charges the monthly run queues per statement (and cars it holds in memory at once).
-CHARGE_CHUNK: Final = 1000
+# Cars the monthly run reads at once and charges in one job (`CHARGES_TOPIC`): a chunk's reads
+# are a few statements, whatever its size.
+CHARGE_CHUNK: Final = 200
 # States of a metered entitlement whose window is charged for (a revoked one never reached
 # the car).
 RATED_STATES: Final = ("delivering", "active", "ended")
@@ -372,6 +378,7 @@ def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
         .join(FeatureUsage, FeatureUsage.vin == Vehicle.vin)
         .where(
             Entitlement.source == "metered",
+            Entitlement.customer_id.is_not(None),
             Entitlement.code == FeatureUsage.feature,
             FeatureUsage.at >= month_start - timedelta(hours=14),
             FeatureUsage.at < month_end,
@@ -380,9 +387,13 @@ def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
     )
     label = f"{month_start:%Y-%m}"
     queued = 0
+    chunks = []
     for chunk in session.execute(charged.execution_options(yield_per=CHARGE_CHUNK)).partitions():
-        _queue_charges(session, [(row[0], row[1]) for row in chunk], label, now)
-        queued += len(chunk)
+        cars = [[row[0], row[1]] for row in chunk]
+        key = f"{CHARGES_TOPIC}:{label}:{cars[0][0]}:{cars[0][1]}"
+        chunks.append((key, {"month": label, "cars": cars}))
+        queued += len(cars)
+    _queue_many(session, CHARGES_TOPIC, chunks, now)
     following = next_month_run(due)
     _queue(
         session,
@@ -396,37 +407,29 @@ def invoice_month(session: Session, *, due: datetime, now: datetime) -> int:
     return queued
 
 
-def _queue_charges(
-    session: Session, cars: Sequence[tuple[int, int | None]], month: str, now: datetime
+def _queue_many(
+    session: Session, topic: str, messages: Sequence[tuple[str, dict[str, Any]]], now: datetime
 ) -> None:
-    """`enqueue` for a chunk of charges at once: one INSERT (a key already queued is skipped,
-    as `enqueue` does) and one wake-up of the relays."""
-    if not cars:
+    """`enqueue` for many messages due now (dedupe key, payload) at once: one INSERT (a key
+    already queued is skipped, as `enqueue` does) and one wake-up of the relays."""
+    if not messages:
         return
+    rows = [
+        {
+            "topic": topic,
+            "dedupe_key": key,
+            "payload": payload,
+            "created_at": now,
+            "run_after": now,
+            "attempts": 0,
+        }
+        for key, payload in messages
+    ]
     session.execute(
-        insert(OutboxMessage)
-        .values(
-            [
-                {
-                    "topic": CHARGE_TOPIC,
-                    "dedupe_key": f"metered:{customer_id}:{vehicle_id}:{month}",
-                    "payload": {
-                        "vehicle_id": vehicle_id,
-                        "customer_id": customer_id,
-                        "month": month,
-                    },
-                    "created_at": now,
-                    "run_after": now,
-                    "attempts": 0,
-                }
-                for vehicle_id, customer_id in cars
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        insert(OutboxMessage).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     session.execute(
-        text("SELECT pg_notify(:channel, :topic)"),
-        {"channel": NOTIFY_CHANNEL, "topic": CHARGE_TOPIC},
+        text("SELECT pg_notify(:channel, :topic)"), {"channel": NOTIFY_CHANNEL, "topic": topic}
     )
 
 
@@ -504,6 +507,68 @@ def begin_month_charge(
         now=now,
         details={"vehicle_id": vehicle_id, "month": month},
     )
+
+
+def begin_month_charges(
+    session: Session, cars: Sequence[tuple[int, int]], *, month: str, now: datetime
+) -> list[tuple[int, Payment, str | None]]:
+    """`begin_month_charge` for a chunk of (car, customer): the payments started already, the
+    customers, the usage (one statement per country's month) and the features read at once;
+    then each new payment written as `begin_month_charge` writes it. Returns (car, payment,
+    card: None for a payment started before) for every car with a payment."""
+    keys = {car: f"metered:{car[1]}:{car[0]}:{month}" for car in cars}
+    started = {
+        (payment.customer_id, payment.idempotency_key): payment
+        for payment in session.scalars(
+            select(Payment).where(Payment.idempotency_key.in_(keys.values()))
+        )
+    }
+    customers = {
+        customer.id: customer
+        for customer in session.scalars(
+            select(Customer).where(Customer.id.in_({customer_id for _, customer_id in cars}))
+        )
+    }
+    by_country: dict[str, list[int]] = {}
+    for vehicle_id, customer_id in cars:
+        by_country.setdefault(customers[customer_id].country, []).append(vehicle_id)
+    year, number = (int(part) for part in month.split("-"))
+    usage: dict[tuple[int, int], list[MeteredLine]] = {}
+    for country, vehicle_ids in by_country.items():
+        start, end = month_of(datetime(year, number, 1, tzinfo=zone_of(country)), country)
+        for line in rated_usage(session, vehicle_ids, start=start, end=end):
+            if line.priced.net_minor > 0:
+                usage.setdefault((line.vehicle_id, line.customer_id), []).append(line)
+    # Into the session's identity map, where `invoice_lines` finds them without a query.
+    feature_ids = {line.feature_id for lines in usage.values() for line in lines}
+    session.scalars(select(Feature).where(Feature.id.in_(feature_ids))).all()
+    begun: list[tuple[int, Payment, str | None]] = []
+    for car in cars:
+        vehicle_id, customer_id = car
+        payment = started.get((customer_id, keys[car]))
+        if payment is not None:
+            begun.append((vehicle_id, payment, None))
+            continue
+        lines = usage.get(car)
+        card = _card(session, vehicle_id, customer_id) if lines else None
+        if not lines or card is None:
+            continue
+        customer = customers[customer_id]
+        payment = billing.begin_store_payment(
+            session,
+            customer_id=customer_id,
+            kind="metered",
+            lines=invoice_lines(lines, customer, session),
+            currency=lines[0].currency,
+            country=customer.country,
+            payment_method=card,
+            idempotency_key=keys[car],
+            actor=ACTOR,
+            now=now,
+            details={"vehicle_id": vehicle_id, "month": month},
+        )
+        begun.append((vehicle_id, payment, card))
+    return begun
 
 
 @dataclass(frozen=True)
@@ -762,6 +827,17 @@ def _queue(
 
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
+    # One client for every settlement of these handlers (httpx's is thread-safe): making one
+    # per payment cost more than the payment's two round trips (its TLS context alone).
+    shared: list[SandboxProvider] = []
+    making = threading.Lock()
+
+    def provider() -> SandboxProvider:
+        with making:
+            if not shared:
+                shared.append(SandboxProvider.from_settings(settings))
+            return shared[0]
+
     def caps(session: Session, payload: dict[str, Any]) -> None:
         try:
             check_caps(session, run=int(payload["run"]), now=clock.now())
@@ -794,18 +870,34 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
         }
         _queue(session, SETTLE_TOPIC, settle, f"{SETTLE_TOPIC}:{payment.id}", now, now)
 
+    def charges(session: Session, payload: dict[str, Any]) -> None:
+        now, month = clock.now(), str(payload["month"])
+        cars = [(int(vehicle_id), int(customer_id)) for vehicle_id, customer_id in payload["cars"]]
+        settles = []
+        for vehicle_id, payment, card in begin_month_charges(session, cars, month=month, now=now):
+            if payment.state in ("captured", "failed"):
+                continue
+            # The pending payments are committed with this job before the provider is called.
+            settle = {
+                "payment_id": payment.id,
+                "month": month,
+                "card": card or _card(session, vehicle_id, payment.customer_id),
+                **Dunning(vehicle_id).payload(),
+            }
+            settles.append((f"{SETTLE_TOPIC}:{payment.id}", settle))
+        _queue_many(session, SETTLE_TOPIC, settles, now)
+
     def settle(session: Session, payload: dict[str, Any]) -> None:
         payment = session.get_one(Payment, int(payload["payment_id"]))
-        with SandboxProvider.from_settings(settings) as provider:
-            settle_month_charge(
-                session,
-                payment,
-                card=str(payload["card"]),
-                month=str(payload["month"]),
-                provider=provider,
-                now=clock.now(),
-                dunning=Dunning.of(payload) if "vehicle_id" in payload else None,
-            )
+        settle_month_charge(
+            session,
+            payment,
+            card=str(payload["card"]),
+            month=str(payload["month"]),
+            provider=provider(),
+            now=clock.now(),
+            dunning=Dunning.of(payload) if "vehicle_id" in payload else None,
+        )
 
     def retry(session: Session, payload: dict[str, Any]) -> None:
         retry_month(
@@ -820,6 +912,7 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
         CAPS_TOPIC: caps,
         MONTH_TOPIC: month,
         CHARGE_TOPIC: charge,
+        CHARGES_TOPIC: charges,
         SETTLE_TOPIC: settle,
         RETRY_TOPIC: retry,
     }
