@@ -1,6 +1,6 @@
-"""Money that does not stay with the maker takes the option away: a chargeback of a purchase's
-or a renewal's payment, and a capture the provider refuses after the car applied the option,
-end what it paid for and re-sign the car without it."""
+"""Money that does not stay with the maker takes the option away: a chargeback of a purchase's,
+a renewal's or an occurrence's payment, and a capture the provider refuses after the car
+applied the option, end what it paid for and re-sign the car without it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from caas.ota.models import ConfigurationVersion
 from caas.protocol.mqtt import ManifestBody
 from caas.protocol.payments import CARD_SUCCEEDS
 from caas.store.models import Entitlement, Purchase, Subscription
-from tests.billing.conftest import PaymentSandbox
+from tests.billing.conftest import PaymentSandbox, login
 from tests.billing.conftest import deliver as deliver_event
 from tests.store.conftest import (
     Owner,
@@ -203,3 +203,55 @@ def test_a_chargeback_of_a_renewal_revokes_the_renewed_period_and_stops_the_subs
     resigned = _newest(db, owner)
     assert resigned.version > renewed.version
     assert not power_boost_on(resigned, clock.now() + timedelta(days=1))
+
+
+def test_a_chargeback_of_an_occurrence_revokes_its_window_and_re_signs_the_car(
+    app_client: TestClient,
+    db: Session,
+    sessions: sessionmaker[Session],
+    owner: Owner,
+    settings: Settings,
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    from tests.store.test_schedules import _create, _occurrence_payments, at
+
+    custom = offer(db, owner.vehicle, "power_boost", "custom", net_minor=500)
+    clock.set(at("2026-11-20T12:00"))
+    login(app_client, owner.user.email)
+    body = {
+        "offer_id": custom.id,
+        "recurrence": "once",
+        "start_date": "2026-12-01",
+        "start_time": "00:00",
+        "end_date": "2026-12-03",
+        "end_time": "24:00",
+        "charge": "upfront",
+        "card_token": payment_sandbox.token(CARD_SUCCEEDS),
+    }
+    assert _create(app_client, owner.vehicle.vin, body, "cb-occurrence-1").status_code == 201
+    run_all_due(settings, sessions, clock, db)
+    clock.set(at("2026-11-30T23:00"))
+    run_all_due(settings, sessions, clock, db)
+    (payment,) = _occurrence_payments(db, owner)
+    (window,) = db.scalars(
+        select(Entitlement).where(
+            Entitlement.vehicle_id == owner.vehicle.id, Entitlement.source == "occurrence"
+        )
+    ).all()
+    assert (payment.state, window.state) == ("captured", "active")
+    started = _newest(db, owner)
+
+    assert payment.provider_ref is not None
+    taken = httpx.post(
+        f"{payment_sandbox.url}/sim/authorizations/{payment.provider_ref}/chargeback", json={}
+    )
+    assert taken.status_code == 201, taken.text
+    event = payment_sandbox.inbox.wait_for(payment.reference, "chargeback.created")
+    assert deliver_event(app_client, event)["state"] == "charged_back"
+
+    db.expire_all()
+    assert db.get_one(Entitlement, window.id).state == "revoked"
+    resigned = _newest(db, owner)
+    assert resigned.version > started.version
+    assert window.code not in _on(resigned)
