@@ -32,13 +32,13 @@ def manual_url(platform_code: str, language: str | None = None) -> str:
 
 def _price(country: Country, net_minor: int, vat_rate_bp: int) -> PriceRead:
     locale = country.language
-    vat = percent_of(net_minor, vat_rate_bp)
+    vat_minor = percent_of(net_minor, vat_rate_bp)
     return PriceRead(
         country=country.code,
         net=MoneyRead.of(Money(net_minor, country.currency), locale),
         vat_rate_percent=f"{vat_rate_bp / 100:.2f}",
-        vat=MoneyRead.of(Money(vat, country.currency), locale),
-        total=MoneyRead.of(Money(net_minor + vat, country.currency), locale),
+        vat=MoneyRead.of(Money(vat_minor, country.currency), locale),
+        total=MoneyRead.of(Money(net_minor + vat_minor, country.currency), locale),
     )
 
 
