@@ -1,6 +1,6 @@
 # ruff: noqa: E501 - a catalogue of texts reads best one text per line
-"""The customer's digital key and privacy page: pair this phone, add a second driver's, revoke
-a lost one, try the key on the car, and choose what the car's data may be kept for.
+"""The customer's digital key page: pair this phone, add a second driver's, revoke a lost one,
+and try the key on the car (what the car's data may be kept for is on `caas.web.privacy`'s page).
 
 The key pair is made in the browser (`static/phone-key.js`, WebCrypto); the private key stays
 in the browser's IndexedDB, not extractable, and only the public key is posted here.
@@ -84,20 +84,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "key.no_demo": "The car's local key link is not available here.",
         "flash.phone_paired": "The phone “{label}” is paired. The car receives it with its next update.",
         "flash.phone_revoked": "The phone “{label}” is revoked. The car refuses it from its next update on.",
-        "flash.consents_saved": "Your privacy choices are saved.",
-        "privacy.title": "What your car's data may be kept for",
-        "privacy.intro": "We always keep what the service needs (odometer, software version, battery, online status). Anything more only with your consent, which you can withdraw at any time: from then on it is no longer kept.",
-        "privacy.location_history": "Location history: where the car has been",
-        "privacy.driving_style": "Driving style: speed and the car's further readings",
-        "privacy.changed": "Changed {when}",
-        "privacy.never": "Never given",
-        "privacy.save": "Save my choices",
         "event.phone.paired": "Phone paired with the car",
         "event.phone.revoked": "Phone revoked",
         "event.car.paired": "First phone paired: the car is yours to drive",
         "event.car.software_reported": "The car reports new software",
-        "event.consent.granted": "Consent given",
-        "event.consent.withdrawn": "Consent withdrawn",
     },
     "es": {
         "nav.key": "Llave digital",
@@ -141,20 +131,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "key.no_demo": "El enlace local con el coche no está disponible aquí.",
         "flash.phone_paired": "El teléfono «{label}» está emparejado. El coche lo recibirá con su próxima actualización.",
         "flash.phone_revoked": "El teléfono «{label}» está revocado. El coche lo rechazará desde su próxima actualización.",
-        "flash.consents_saved": "Tus preferencias de privacidad están guardadas.",
-        "privacy.title": "Para qué se pueden guardar los datos de tu coche",
-        "privacy.intro": "Siempre guardamos lo que el servicio necesita (cuentakilómetros, versión de software, batería, conexión). Lo demás, solo con tu consentimiento, que puedes retirar cuando quieras: desde entonces deja de guardarse.",
-        "privacy.location_history": "Historial de ubicaciones: por dónde ha pasado el coche",
-        "privacy.driving_style": "Estilo de conducción: velocidad y demás lecturas del coche",
-        "privacy.changed": "Cambiado {when}",
-        "privacy.never": "Nunca dado",
-        "privacy.save": "Guardar mis preferencias",
         "event.phone.paired": "Teléfono emparejado con el coche",
         "event.phone.revoked": "Teléfono revocado",
         "event.car.paired": "Primer teléfono emparejado: el coche ya es tuyo",
         "event.car.software_reported": "El coche informa de un software nuevo",
-        "event.consent.granted": "Consentimiento dado",
-        "event.consent.withdrawn": "Consentimiento retirado",
     },
 }
 

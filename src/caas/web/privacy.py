@@ -39,6 +39,16 @@ PAGE = "/portal/privacy"
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
+        "flash.consents_saved": "Your privacy choices are saved.",
+        "privacy.title": "What your car's data may be kept for",
+        "privacy.intro": "We always keep what the service needs (odometer, software version, battery, online status). Anything more only with your consent, which you can withdraw at any time: from then on it is no longer kept.",
+        "privacy.location_history": "Location history: where the car has been",
+        "privacy.driving_style": "Driving style: speed and the car's further readings",
+        "privacy.changed": "Changed {when}",
+        "privacy.never": "Never given",
+        "privacy.save": "Save my choices",
+        "event.consent.granted": "Consent given",
+        "event.consent.withdrawn": "Consent withdrawn",
         "privacy.page_title": "My data and privacy",
         "privacy.service": "Running the service: odometer, software version, battery, online status and the metered use you are billed for",
         "privacy.product_improvement": "Product improvement: the maker may use how the car is used, without your name",
@@ -73,6 +83,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "store.suggestions.ask": "Want offers tailored to how you use your car? Turn them on in",
     },
     "es": {
+        "flash.consents_saved": "Tus preferencias de privacidad están guardadas.",
+        "privacy.title": "Para qué se pueden guardar los datos de tu coche",
+        "privacy.intro": "Siempre guardamos lo que el servicio necesita (cuentakilómetros, versión de software, batería, conexión). Lo demás, solo con tu consentimiento, que puedes retirar cuando quieras: desde entonces deja de guardarse.",
+        "privacy.location_history": "Historial de ubicaciones: por dónde ha pasado el coche",
+        "privacy.driving_style": "Estilo de conducción: velocidad y demás lecturas del coche",
+        "privacy.changed": "Cambiado {when}",
+        "privacy.never": "Nunca dado",
+        "privacy.save": "Guardar mis preferencias",
+        "event.consent.granted": "Consentimiento dado",
+        "event.consent.withdrawn": "Consentimiento retirado",
         "privacy.page_title": "Mis datos y privacidad",
         "privacy.service": "Prestar el servicio: cuentakilómetros, versión de software, batería, conexión y el uso medido que se te factura",
         "privacy.product_improvement": "Mejora del producto: el fabricante puede usar cómo se usa el coche, sin tu nombre",
