@@ -18,6 +18,7 @@ from caas.core.settings import Settings
 from caas.protocol.registry import PLATE_FORMATS
 from caas.registration.models import Registration
 from caas.registration.service import SUBMIT_TOPIC
+from caas.sales.models import Customer
 from caas.sales.service import final_payment_captured
 from tests.conftest import SmtpInbox
 from tests.registration.support import (
@@ -73,7 +74,16 @@ def test_final_payment_registers_the_car_with_its_countrys_registry(
     assert car.registered_country == country
     assert car.registered_at == clock.now()
     assert sale_of(db, order).state == "registered"
-    assert registry.registrations() == [{"country": country, "vin": order.vin, "plate": car.plate}]
+    customer = db.get_one(Customer, order.customer_id)
+    assert registry.registrations() == [
+        {
+            "country": country,
+            "vin": order.vin,
+            "plate": car.plate,
+            "holder": f"{customer.first_name} {customer.last_name}",
+            "state": "active",
+        }
+    ]
     registration = registration_of(db, order)
     assert (registration.state, registration.attempts) == ("registered", 1)
     assert registration.request_payload is not None and order.vin in str(
