@@ -29,6 +29,7 @@ from caas.ota.keys import SigningMaterial
 from caas.protocol.manifest import sign_release
 from caas.releases import rules
 from caas.releases.models import SoftwareRelease
+from caas.sales.models import Customer
 from caas.vehicles.models import Vehicle
 from caas.worker import Worker
 from caas_sim.vehicle.agent import VehicleAgent
@@ -159,6 +160,20 @@ async def test_a_rollout_passes_its_waves_and_the_cars_run_the_new_version(
         "software.installing",
         "software.installed",
     ]
+
+    # Its owner heard of the new version when the car was offered it.
+    def owner_told(session: Session) -> list[str]:
+        vehicle = session.scalars(select(Vehicle).where(Vehicle.vin == agents[0].vin)).one()
+        customer = session.get_one(Customer, vehicle.owner_customer_id)
+        rows = session.scalars(
+            select(Notification.title).where(
+                Notification.user_id == customer.user_id,
+                Notification.kind == "release.update_available",
+            )
+        )
+        return list(rows)
+
+    assert committed.run(owner_told) == [f"Nuevo software {new} para tu coche"]  # in Spanish
 
 
 async def test_a_rollout_halts_by_itself_when_too_many_cars_fail_and_they_roll_back(

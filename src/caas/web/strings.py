@@ -729,6 +729,12 @@ _EN: dict[str, str] = {
     "rollout.action.cancel": "Cancel rollout",
     "twin.software_update": "Software update",
     "twin.software_update_state": "{version}: {state}",
+    "event.software.offered": "A software update was offered to the car",
+    "event.software.downloading": "The car is downloading its software update",
+    "event.software.installing": "The car is installing its software update",
+    "event.software.installed": "The car installed its software update",
+    "event.software.failed": "The car refused its software update",
+    "event.software.rolled_back": "The software update failed; the car went back to its software",
 }
 
 _ES: dict[str, str] = {
@@ -1464,6 +1470,12 @@ _ES: dict[str, str] = {
     "rollout.action.cancel": "Cancelar el despliegue",
     "twin.software_update": "Actualización de software",
     "twin.software_update_state": "{version}: {state}",
+    "event.software.offered": "Se ofreció una actualización de software al coche",
+    "event.software.downloading": "El coche descarga su actualización de software",
+    "event.software.installing": "El coche instala su actualización de software",
+    "event.software.installed": "El coche instaló su actualización de software",
+    "event.software.failed": "El coche rechazó su actualización de software",
+    "event.software.rolled_back": "La actualización falló; el coche volvió a su software",
 }
 
 TEXTS: dict[str, dict[str, str]] = {"en": _EN, "es": _ES}
