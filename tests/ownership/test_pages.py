@@ -72,11 +72,15 @@ def test_the_owner_sells_from_the_portal_and_the_buyer_receives_the_car(
     )
     assert received.status_code == 303 and received.headers["location"] == "/portal/cars"
     assert vin in app_client.get("/portal/cars").text
+    buyers_file = app_client.get("/portal/file")
+    assert buyers_file.status_code == 200 and vin in buyers_file.text  # a file with the car
     db.expire_all()
     assert db.get_one(Vehicle, seller.vehicle.id).owner_customer_id == bruno.customer.id
-    # The seller's sell page is gone with the car.
+    # The seller's sell page is gone with the car; their file keeps the purchase.
     log_in(app_client, seller.user.email)
     assert app_client.get(page).status_code == 404
+    assert app_client.get(f"/portal/cars/{vin}").status_code == 404
+    assert app_client.get("/portal/file").status_code == 200
 
 
 def test_the_owner_cancels_a_transfer(app_client: TestClient, seller: Owner) -> None:
