@@ -320,6 +320,10 @@ def _run_month(
         # What the worker's start does: the chains queued, the month's run due at `DUE`.
         metering.start_metering(session, now=DUE - timedelta(minutes=10))
     relay = build_relay(settings, sessions, clock)
+    with unit_of_work(sessions) as session:
+        autovacuum = session.execute(text("SHOW autovacuum")).scalar_one() == "on"
+        if not autovacuum:
+            progress("the server runs without autovacuum: the bench analyses the outbox")
     workers = [
         threading.Thread(target=_deliver_until_idle, args=(relay, sessions), daemon=True)
         for _ in range(threads)
@@ -331,6 +335,11 @@ def _run_month(
             worker.join(timeout=5)
         with unit_of_work(sessions) as session:
             issued = session.scalar(select(func.count()).select_from(Invoice)) or 0
+            if not autovacuum:
+                # What autovacuum does on a production server: without fresh statistics after
+                # the month queued a job per car, the planner reads and sorts every due
+                # message for each pick (210 ms a pick at 100,000 due, 0.2 ms analysed).
+                session.execute(text("ANALYZE outbox"))
         progress(f"{issued:,} invoices issued")
 
 
