@@ -188,6 +188,18 @@ def test_renewals_windows_and_the_metered_month_are_listed_soonest_first_with_th
     assert renewals == ["2026-04-02T10:00:00Z", "2026-05-02T10:00:00Z"]
 
 
+def test_in_the_hours_before_the_monthly_run_the_month_just_ended_is_listed_as_it_is(
+    db: Session, owner: Owner, clock: FixedClock, app_client: TestClient
+) -> None:
+    _metered(db, owner, [(at("2026-03-01T12:00"), 4.0), (at("2026-03-30T08:00"), 6.0)])
+    clock.set(at("2026-04-01T03:00"))  # March is over in Madrid; its run is due at 06:00
+    login(app_client, owner.user.email)
+
+    assert _charges(app_client) == [
+        ("metered", "power_boost", "2026-04-01T06:00:00Z", 1_815, 1_815)
+    ]
+
+
 def test_a_subscription_cancelled_at_the_periods_end_and_an_upfront_window_are_not_charged(
     db: Session, owner: Owner, clock: FixedClock, app_client: TestClient
 ) -> None:

@@ -224,7 +224,13 @@ def _metered(
     due = metering.next_month_run(now)
     if due > until:
         return []
-    start, end = metering.month_of(now, customer.country)
+    # The month that run charges, as the run names it (in the grace hours after a month ends,
+    # the one just ended), in the customer's zone.
+    charged = due - metering.MONTH_GRACE - timedelta(days=1)
+    local_start = datetime(
+        charged.year, charged.month, 1, tzinfo=metering.zone_of(customer.country)
+    )
+    start, end = metering.month_of(local_start, customer.country)
     lines = [
         line
         for line in metering.rated_usage(session, [car.id for car in cars], start=start, end=end)
@@ -241,7 +247,7 @@ def _metered(
     for line in lines:
         estimate = estimate_month(
             line.priced.net_minor,
-            elapsed=now - start,
+            elapsed=min(now, end) - start,
             month=end - start,
             cap_gross_minor=line.spending_cap_minor,
             vat_rate_bp=line.priced.vat_rate_bp,
