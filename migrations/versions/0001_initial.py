@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 17:32:43.058054
+Create Date: 2026-12-03 18:22:58.235805
 """
 
 from collections.abc import Sequence
@@ -96,6 +96,18 @@ def upgrade() -> None:
         unique=False,
         postgresql_where="done_at IS NULL",
     )
+    op.create_table(
+        "parts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("need", sa.String(length=20), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_parts")),
+        sa.UniqueConstraint("code", name=op.f("uq_parts_code")),
+    )
+    op.create_index(op.f("ix_parts_need"), "parts", ["need"], unique=False)
     op.create_table(
         "platforms",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -191,6 +203,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("platform_id", "code", name=op.f("uq_features_platform_id_code")),
     )
     op.create_table(
+        "part_prices",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("part_id", sa.Integer(), nullable=False),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_part_prices_country_countries")
+        ),
+        sa.ForeignKeyConstraint(
+            ["part_id"], ["parts.id"], name=op.f("fk_part_prices_part_id_parts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_part_prices")),
+        sa.UniqueConstraint("part_id", "country", name=op.f("uq_part_prices_part_id_country")),
+    )
+    op.create_table(
         "platform_prices",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("platform_id", sa.Integer(), nullable=False),
@@ -217,6 +245,29 @@ def upgrade() -> None:
             ["country"], ["countries.code"], name=op.f("fk_vat_rates_country_countries")
         ),
         sa.PrimaryKeyConstraint("country", "valid_from", name=op.f("pk_vat_rates")),
+    )
+    op.create_table(
+        "workshops",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=20), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("city", sa.String(length=120), nullable=False),
+        sa.Column("address", sa.String(length=300), nullable=False),
+        sa.Column("postal_code", sa.String(length=20), nullable=False),
+        sa.Column("latitude_e6", sa.Integer(), nullable=False),
+        sa.Column("longitude_e6", sa.Integer(), nullable=False),
+        sa.Column("timezone", sa.String(length=60), nullable=False),
+        sa.Column("bays", sa.Integer(), nullable=False),
+        sa.Column("grid_minutes", sa.Integer(), nullable=False),
+        sa.Column("slot_minutes", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["country"], ["countries.code"], name=op.f("fk_workshops_country_countries")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workshops")),
+        sa.UniqueConstraint("code", name=op.f("uq_workshops_code")),
     )
     op.create_table(
         "feature_prices",
@@ -282,6 +333,44 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+    )
+    op.create_table(
+        "workshop_hours",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("workshop_id", sa.Integer(), nullable=False),
+        sa.Column("weekday", sa.Integer(), nullable=False),
+        sa.Column("opens", sa.Time(), nullable=False),
+        sa.Column("closes", sa.Time(), nullable=False),
+        sa.CheckConstraint("opens < closes", name=op.f("ck_workshop_hours_period")),
+        sa.CheckConstraint("weekday BETWEEN 0 AND 6", name=op.f("ck_workshop_hours_weekday")),
+        sa.ForeignKeyConstraint(
+            ["workshop_id"], ["workshops.id"], name=op.f("fk_workshop_hours_workshop_id_workshops")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workshop_hours")),
+        sa.UniqueConstraint(
+            "workshop_id",
+            "weekday",
+            "opens",
+            name=op.f("uq_workshop_hours_workshop_id_weekday_opens"),
+        ),
+    )
+    op.create_table(
+        "workshop_stock",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("workshop_id", sa.Integer(), nullable=False),
+        sa.Column("part_id", sa.Integer(), nullable=False),
+        sa.Column("on_hand", sa.Integer(), nullable=False),
+        sa.CheckConstraint("on_hand >= 0", name=op.f("ck_workshop_stock_on_hand")),
+        sa.ForeignKeyConstraint(
+            ["part_id"], ["parts.id"], name=op.f("fk_workshop_stock_part_id_parts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["workshop_id"], ["workshops.id"], name=op.f("fk_workshop_stock_workshop_id_workshops")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workshop_stock")),
+        sa.UniqueConstraint(
+            "workshop_id", "part_id", name=op.f("uq_workshop_stock_workshop_id_part_id")
+        ),
     )
     op.create_table(
         "activation_tokens",
@@ -413,6 +502,21 @@ def upgrade() -> None:
     )
     op.create_index(
         "ix_transfer_code_attempts_vin_at", "transfer_code_attempts", ["vin", "at"], unique=False
+    )
+    op.create_table(
+        "workshop_staff",
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("workshop_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_workshop_staff_user_id_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["workshop_id"], ["workshops.id"], name=op.f("fk_workshop_staff_workshop_id_workshops")
+        ),
+        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_workshop_staff")),
+    )
+    op.create_index(
+        op.f("ix_workshop_staff_workshop_id"), "workshop_staff", ["workshop_id"], unique=False
     )
     op.create_table(
         "consents",
@@ -570,6 +674,26 @@ def upgrade() -> None:
     op.create_index(op.f("ix_sales_customer_id"), "sales", ["customer_id"], unique=False)
     op.create_index(
         "ix_sales_dealership_created", "sales", ["dealership_id", "created_at"], unique=False
+    )
+    op.create_table(
+        "upkeep_preferences",
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("preferred_workshop_id", sa.Integer(), nullable=True),
+        sa.Column("auto_order", sa.Boolean(), nullable=False),
+        sa.Column("auto_limit_minor", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_upkeep_preferences_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["preferred_workshop_id"],
+            ["workshops.id"],
+            name=op.f("fk_upkeep_preferences_preferred_workshop_id_workshops"),
+        ),
+        sa.PrimaryKeyConstraint("customer_id", name=op.f("pk_upkeep_preferences")),
     )
     op.create_table(
         "deliveries",
@@ -1198,6 +1322,80 @@ def upgrade() -> None:
         ),
     )
     op.create_table(
+        "service_orders",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), nullable=False),
+        sa.Column("need", sa.String(length=20), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("workshop_id", sa.Integer(), nullable=True),
+        sa.Column("slot_start", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("slot_end", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("bay", sa.Integer(), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("lines", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("net_minor", sa.Integer(), nullable=False),
+        sa.Column("vat_minor", sa.Integer(), nullable=False),
+        sa.Column("gross_minor", sa.Integer(), nullable=False),
+        sa.Column("included_in_plan", sa.Boolean(), nullable=False),
+        sa.Column("detail", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("auto_confirmed", sa.Boolean(), nullable=False),
+        sa.Column("payment_id", sa.BigInteger(), nullable=True),
+        sa.Column("invoice_id", sa.BigInteger(), nullable=True),
+        sa.Column("maintenance_record_id", sa.BigInteger(), nullable=True),
+        sa.Column("cancel_reason", sa.String(length=300), nullable=True),
+        sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_service_orders_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"], ["invoices.id"], name=op.f("fk_service_orders_invoice_id_invoices")
+        ),
+        sa.ForeignKeyConstraint(
+            ["maintenance_record_id"],
+            ["maintenance_records.id"],
+            name=op.f("fk_service_orders_maintenance_record_id_maintenance_records"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_service_orders_payment_id_payments")
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_service_orders_vehicle_id_vehicles")
+        ),
+        sa.ForeignKeyConstraint(
+            ["workshop_id"], ["workshops.id"], name=op.f("fk_service_orders_workshop_id_workshops")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_service_orders")),
+    )
+    op.create_index(
+        "ix_service_orders_customer", "service_orders", ["customer_id", "id"], unique=False
+    )
+    op.create_index(
+        "ix_service_orders_unanswered",
+        "service_orders",
+        ["created_at"],
+        unique=False,
+        postgresql_where=sa.text("state = 'proposed' AND reminded_at IS NULL"),
+    )
+    op.create_index(
+        "ix_service_orders_workshop_slot",
+        "service_orders",
+        ["workshop_id", "slot_start"],
+        unique=False,
+    )
+    op.create_index(
+        "uq_service_orders_one_open",
+        "service_orders",
+        ["vehicle_id", "need"],
+        unique=True,
+        postgresql_where=sa.text("state IN ('proposed', 'confirmed', 'parts_reserved')"),
+    )
+    op.create_table(
         "entitlements",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("vehicle_id", sa.Integer(), nullable=False),
@@ -1263,6 +1461,34 @@ def upgrade() -> None:
         postgresql_where=sa.text("source = 'trial'"),
     )
     op.create_table(
+        "workshop_bookings",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("workshop_id", sa.Integer(), nullable=False),
+        sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("bay", sa.Integer(), nullable=False),
+        sa.Column("order_id", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["order_id"],
+            ["service_orders.id"],
+            name=op.f("fk_workshop_bookings_order_id_service_orders"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["workshop_id"],
+            ["workshops.id"],
+            name=op.f("fk_workshop_bookings_workshop_id_workshops"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workshop_bookings")),
+        sa.UniqueConstraint(
+            "workshop_id",
+            "starts_at",
+            "bay",
+            name=op.f("uq_workshop_bookings_workshop_id_starts_at_bay"),
+        ),
+    )
+    op.create_index(
+        op.f("ix_workshop_bookings_order_id"), "workshop_bookings", ["order_id"], unique=False
+    )
+    op.create_table(
         "purchase_lines",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("purchase_id", sa.BigInteger(), nullable=False),
@@ -1313,6 +1539,8 @@ def downgrade() -> None:
     )
     op.drop_index(op.f("ix_purchase_lines_purchase_id"), table_name="purchase_lines")
     op.drop_table("purchase_lines")
+    op.drop_index(op.f("ix_workshop_bookings_order_id"), table_name="workshop_bookings")
+    op.drop_table("workshop_bookings")
     op.drop_index(
         "uq_entitlements_one_trial",
         table_name="entitlements",
@@ -1324,6 +1552,19 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_entitlements_purchase_id"), table_name="entitlements")
     op.drop_index(op.f("ix_entitlements_customer_id"), table_name="entitlements")
     op.drop_table("entitlements")
+    op.drop_index(
+        "uq_service_orders_one_open",
+        table_name="service_orders",
+        postgresql_where=sa.text("state IN ('proposed', 'confirmed', 'parts_reserved')"),
+    )
+    op.drop_index("ix_service_orders_workshop_slot", table_name="service_orders")
+    op.drop_index(
+        "ix_service_orders_unanswered",
+        table_name="service_orders",
+        postgresql_where=sa.text("state = 'proposed' AND reminded_at IS NULL"),
+    )
+    op.drop_index("ix_service_orders_customer", table_name="service_orders")
+    op.drop_table("service_orders")
     op.drop_table("occurrences")
     op.drop_table("invoice_lines")
     op.drop_table("vehicle_state")
@@ -1387,6 +1628,7 @@ def downgrade() -> None:
     op.drop_index("ix_factory_events_sale_sequence", table_name="factory_events")
     op.drop_table("factory_events")
     op.drop_table("deliveries")
+    op.drop_table("upkeep_preferences")
     op.drop_index("ix_sales_dealership_created", table_name="sales")
     op.drop_index(op.f("ix_sales_customer_id"), table_name="sales")
     op.drop_table("sales")
@@ -1404,6 +1646,8 @@ def downgrade() -> None:
     op.drop_table("history")
     op.drop_table("erasures")
     op.drop_table("consents")
+    op.drop_index(op.f("ix_workshop_staff_workshop_id"), table_name="workshop_staff")
+    op.drop_table("workshop_staff")
     op.drop_index("ix_transfer_code_attempts_vin_at", table_name="transfer_code_attempts")
     op.drop_index("ix_transfer_code_attempts_user_at", table_name="transfer_code_attempts")
     op.drop_table("transfer_code_attempts")
@@ -1415,12 +1659,16 @@ def downgrade() -> None:
     op.drop_table("api_tokens")
     op.drop_index(op.f("ix_activation_tokens_user_id"), table_name="activation_tokens")
     op.drop_table("activation_tokens")
+    op.drop_table("workshop_stock")
+    op.drop_table("workshop_hours")
     op.drop_table("users")
     op.drop_index(op.f("ix_offers_feature_id"), table_name="offers")
     op.drop_table("offers")
     op.drop_table("feature_prices")
+    op.drop_table("workshops")
     op.drop_table("vat_rates")
     op.drop_table("platform_prices")
+    op.drop_table("part_prices")
     op.drop_table("features")
     op.drop_table("dealerships")
     op.drop_index("ix_usage_events_vin_feature_at", table_name="usage_events")
@@ -1428,6 +1676,8 @@ def downgrade() -> None:
     op.drop_table("telemetry_samples")
     op.drop_table("sweep_cursors")
     op.drop_table("platforms")
+    op.drop_index(op.f("ix_parts_need"), table_name="parts")
+    op.drop_table("parts")
     op.drop_index("ix_outbox_due", table_name="outbox", postgresql_where="done_at IS NULL")
     op.drop_table("outbox")
     op.drop_index("ix_login_attempts_email_at", table_name="login_attempts")

@@ -16,6 +16,7 @@ from caas.registration import models as registration_models
 from caas.releases import models as releases_models
 from caas.sales import models as sales_models
 from caas.store import models as store_models
+from caas.upkeep import models as upkeep_models
 from caas.vehicles import models as vehicles_models
 
 __all__ = [
@@ -37,5 +38,6 @@ __all__ = [
     "releases_models",
     "sales_models",
     "store_models",
+    "upkeep_models",
     "vehicles_models",
 ]

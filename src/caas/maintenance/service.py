@@ -118,6 +118,11 @@ def _included_by_default(session: Session, vehicle: Vehicle, performed_at: datet
     return performed_at.date() <= add_months(start.date(), sale.service_period_months)
 
 
+def included_in_plan(session: Session, vehicle: Vehicle, at: datetime) -> bool:
+    """Whether work on the car at `at` is covered by the maintenance its sale included."""
+    return _included_by_default(session, vehicle, at)
+
+
 def record_service(
     session: Session,
     *,
