@@ -11,12 +11,14 @@ from caas.accounts import service as accounts
 from caas.accounts.models import User
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import InvalidInput, NotAuthenticated, TooManyRequests
-from caas.core.history import Actor
+from caas.core.history import Actor, record
+from caas.sales.models import Customer
 from caas.web.csrf import csrf_protect, renew_csrf_token
 from caas.web.forms import FormErrors, PostedForm, values_of
 from caas.web.pages import (
     HOME,
     PageRoute,
+    SignedIn,
     Viewer,
     flash,
     render,
@@ -92,14 +94,40 @@ def login(
     return see_other(safe_next(values.get("next")) or HOME[user.role])
 
 
-@router.post("/logout")
-def logout(request: Request) -> Response:
+def _end_session(request: Request) -> None:
     language = request.session.get("lang")
     request.session.clear()
     if language:
         request.session["lang"] = language
     renew_csrf_token(request)
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    _end_session(request)
     flash(request, "flash.logged_out")
+    return see_other("/login")
+
+
+@router.post("/logout/everywhere")
+def logout_everywhere(
+    request: Request, user: SignedIn, session: DbSession, clock: ClockDep
+) -> Response:
+    """Ends every session of the user, in this browser and all others: each session cookie
+    carries the user's session epoch, which moves on here, so the others are refused at their
+    next request."""
+    user.session_epoch += 1
+    record(
+        session,
+        at=clock.now(),
+        actor=Actor(kind=user.role.value, label=user.email, user_id=user.id),
+        subject_type="user",
+        subject_id=user.id,
+        customer_id=session.scalar(select(Customer.id).where(Customer.user_id == user.id)),
+        event="account.logged_out_everywhere",
+    )
+    _end_session(request)
+    flash(request, "flash.logged_out_everywhere")
     return see_other("/login")
 
 

@@ -33,6 +33,10 @@ _EN: dict[str, str] = {
     "nav.finance": "Finance",
     "nav.find_car": "Find a car",
     "nav.logout": "Log out",
+    "nav.logout_everywhere": "Log out everywhere",
+    "nav.logout_everywhere_hint": "Ends your sessions in every browser and device",
+    "nav.skip": "Skip to the content",
+    "flash.logged_out_everywhere": "You are logged out on every browser and device.",
     "flash.logged_out": "You are logged out.",
     "flash.activated": "Your password is set and you are logged in. Welcome!",
     "flash.activation_resent": (
@@ -773,6 +777,10 @@ _ES: dict[str, str] = {
     "nav.finance": "Finanzas",
     "nav.find_car": "Buscar coche",
     "nav.logout": "Salir",
+    "nav.logout_everywhere": "Salir en todas partes",
+    "nav.logout_everywhere_hint": "Cierra tus sesiones en todos los navegadores y dispositivos",
+    "nav.skip": "Saltar al contenido",
+    "flash.logged_out_everywhere": "Has cerrado la sesión en todos los navegadores y dispositivos.",
     "flash.logged_out": "Has cerrado la sesión.",
     "flash.activated": "Tu contraseña está guardada y has entrado. ¡Bienvenido!",
     "flash.activation_resent": (
