@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="A configuration the car has not answered is published again after this "
         "long, then after twice as long each time (at most an hour)",
     )
+    locales_dir: Path | None = Field(
+        default=None,
+        description="A directory of more page languages (`<lang>.po` gettext catalogs), read "
+        "at start over the built-in ones",
+    )
     worker_threads: int = Field(
         default=2, ge=1, le=64, description="Threads delivering the outbox in each worker"
     )

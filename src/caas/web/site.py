@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from caas.web import (
     accounts,
     cars,
+    catalogs,
     console,
     intranet,
     keys,
@@ -55,3 +56,4 @@ def include_web(app: FastAPI) -> None:
     app.include_router(finance_router)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    catalogs.install(app.state.settings.locales_dir)

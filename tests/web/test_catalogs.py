@@ -1,0 +1,104 @@
+"""Languages beyond English and Spanish come from `.po` catalogs: French is built in, and a
+catalog dropped in `CAAS_LOCALES_DIR` adds a language with no code change; dates, numbers and
+money read as the language writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from caas.app import create_app
+from caas.core.clock import FixedClock
+from caas.core.money import Money
+from caas.core.settings import Settings
+from caas.web import catalogs, strings
+from caas.web.pages import _environment
+from tests.web.support import submit, text_of
+
+ITALIAN = """\
+msgid ""
+msgstr ""
+"Language: it\\n"
+"Content-Type: text/plain; charset=utf-8\\n"
+
+msgid "login.title"
+msgstr "Accedi"
+
+msgid "login.submit"
+msgstr "Entra"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _catalogs_as_they_were() -> Iterator[None]:
+    """A language a test installs is gone for the next test."""
+    languages = dict(strings.LANGUAGES)
+    texts = {language: dict(catalog) for language, catalog in strings.TEXTS.items()}
+    yield
+    strings.LANGUAGES.clear()
+    strings.LANGUAGES.update(languages)
+    strings.TEXTS.clear()
+    strings.TEXTS.update(texts)
+
+
+def choose(client: TestClient, language: str) -> None:
+    response = submit(client, "/login", "/language", {"lang": language, "next": "/login"})
+    assert response.status_code == 303, response.text
+
+
+def test_french_is_offered_and_the_login_page_reads_in_french(app_client: TestClient) -> None:
+    page = app_client.get("/login").text
+    assert 'value="fr"' in page
+    assert "Français" in text_of(page)
+
+    choose(app_client, "fr")
+
+    page = app_client.get("/login")
+    assert '<html lang="fr">' in page.text
+    assert "Connexion" in text_of(page.text)
+    assert "Se connecter" in text_of(page.text)
+
+
+def test_a_text_french_lacks_falls_back_to_english() -> None:
+    assert catalogs.install() == ["fr"]
+    assert "store.error.offer" not in strings.TEXTS["fr"]
+    assert strings.translate("fr", "store.error.offer") == strings.translate(
+        "en", "store.error.offer"
+    )
+    assert strings.translate("fr", "nav.my_cars") == "Mes voitures"
+
+
+def test_a_catalog_dropped_in_the_locales_dir_adds_a_language(
+    tmp_path: Path, settings: Settings, sessions: sessionmaker[Session], clock: FixedClock
+) -> None:
+    (tmp_path / "it.po").write_text(ITALIAN, encoding="utf-8")
+    (tmp_path / "not-a-language.po").write_text(ITALIAN, encoding="utf-8")
+    assert "it" not in strings.LANGUAGES
+    app = create_app(
+        settings=settings.model_copy(update={"locales_dir": tmp_path}),
+        sessions=sessions,
+        clock=clock,
+    )
+    with TestClient(app) as client:
+        assert "Italiano" in text_of(client.get("/login").text)
+        choose(client, "it")
+        page = client.get("/login").text
+    assert '<html lang="it">' in page
+    assert "Accedi" in text_of(page)
+    # What the catalog leaves out reads in English.
+    assert strings.translate("en", "login.intro") in text_of(page)
+    assert list(strings.LANGUAGES) == ["en", "es", "fr", "it"]
+
+
+def test_money_and_dates_read_as_french_writes_them() -> None:
+    assert Money(123_456, "EUR").format("fr") == "1\u202f234,56\u00a0€"
+    template = _environment.from_string("{{ moment|when }} · {{ moment|day }}")
+    moment = datetime(2026, 3, 5, 16, 30, tzinfo=UTC)
+    assert template.render(lang="fr", zone="Europe/Paris", moment=moment) == (
+        "5 mars 2026, 17:30 · 5 mars 2026"
+    )
