@@ -216,9 +216,11 @@ def erase_account(
 @router.get(
     "/me/vehicles/{vin}/suggestions",
     response_model=list[SuggestionRead],
-    summary="Cheaper offers for how the car was used last month (with consent only)",
-    description="From last month's metered use (customer's zone): offers that would have cost "
-    "less than what was paid, with the reason and the saving, largest first. Only while the "
+    summary="Cheaper offers for how the car is used (with consent only)",
+    description="From last month's metered use (customer's zone) and the last 30 days' "
+    "telemetry (days driven in winter or cold, km driven, km on motorways: the last only with "
+    "`driving_style` in force too): offers that would cost less than the way the use is (or "
+    "would be) bought, with the reason and the saving, largest first. Only while the "
     "customer consents to `tailored_offers` (403 `privacy.consent_required` otherwise: "
     "nothing is read). 404 for a car that is not the caller's.",
     responses=error_responses(401, 403, 404),

@@ -196,16 +196,32 @@ class ErasureRead(BaseModel):
 
 
 class SuggestionRead(BaseModel):
-    """A cheaper offer for a feature the car used last month."""
+    """A cheaper offer for how the car is used: last month's metered use, or the last 30 days'
+    telemetry (season, distance, motorways)."""
 
     offer_id: int = Field(description="The offer to buy (`POST /api/v1/vehicles/{vin}/purchases`)")
     code: str = Field(description="Feature code", examples=["autopilot_motorway"])
     kind: str = Field(description="Offer kind: subscription or window", examples=["subscription"])
     duration: str = Field(description="1M or 1Y", examples=["1M"])
-    month: str = Field(description="The month compared (customer's zone)", examples=["2026-01"])
-    quantity: str = Field(description="Use that month, in `unit`, exact", examples=["25.5"])
-    unit: str = Field(description="hour, km or activation", examples=["hour"])
-    paid: MoneyRead = Field(description="What the metered use cost that month, VAT included")
+    basis: str = Field(
+        description="What it is read from: metered (last month's metered use), season (days "
+        "driven in winter or cold), distance (km driven), motorway (km at motorway speed; needs "
+        "the driving_style consent too)",
+        examples=["metered"],
+    )
+    month: str = Field(
+        description="The period read (customer's zone): a month, or the last 30 days as "
+        "first/last day",
+        examples=["2026-01", "2026-01-11/2026-02-10"],
+    )
+    quantity: str = Field(
+        description="In `unit`, exact: the metered use, the days (season) or the km",
+        examples=["25.5"],
+    )
+    unit: str = Field(description="hour, km, activation or day", examples=["hour"])
+    paid: MoneyRead = Field(
+        description="What that use costs (or would cost) as bought now, over `months`, VAT included"
+    )
     price: MoneyRead = Field(description="The offer's price, VAT included")
     months: int = Field(description="Months the offer covers (the saving is over them)")
     saving: MoneyRead = Field(description="Paid over the same months minus the price")
@@ -217,6 +233,7 @@ class SuggestionRead(BaseModel):
         return cls(
             offer_id=suggestion.offer.id,
             code=suggestion.code,
+            basis=suggestion.basis,
             kind=suggestion.offer.kind,
             duration=suggestion.offer.duration,
             month=suggestion.month,
