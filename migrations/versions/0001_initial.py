@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 18:22:58.235805
+Create Date: 2026-12-03 18:25:19.942188
 """
 
 from collections.abc import Sequence
@@ -234,6 +234,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_platform_prices")),
         sa.UniqueConstraint(
             "platform_id", "country", name=op.f("uq_platform_prices_platform_id_country")
+        ),
+    )
+    op.create_table(
+        "upkeep_thresholds",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("platform_id", sa.Integer(), nullable=False),
+        sa.Column("mark", sa.String(length=30), nullable=False),
+        sa.Column("trip_level", sa.Double(), nullable=False),
+        sa.Column("rearm_level", sa.Double(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["platform_id"],
+            ["platforms.id"],
+            name=op.f("fk_upkeep_thresholds_platform_id_platforms"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_upkeep_thresholds")),
+        sa.UniqueConstraint(
+            "platform_id", "mark", name=op.f("uq_upkeep_thresholds_platform_id_mark")
         ),
     )
     op.create_table(
@@ -1234,6 +1252,20 @@ def upgrade() -> None:
         op.f("ix_subscriptions_vehicle_id"), "subscriptions", ["vehicle_id"], unique=False
     )
     op.create_table(
+        "upkeep_levels",
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("mark", sa.String(length=30), nullable=False),
+        sa.Column("level", sa.Double(), nullable=False),
+        sa.Column("tripped", sa.Boolean(), nullable=False),
+        sa.Column("trips", sa.Integer(), nullable=False),
+        sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"], ["vehicles.id"], name=op.f("fk_upkeep_levels_vehicle_id_vehicles")
+        ),
+        sa.PrimaryKeyConstraint("vehicle_id", "mark", name=op.f("pk_upkeep_levels")),
+    )
+    op.create_table(
         "vehicle_scrappings",
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("vehicle_id", sa.Integer(), nullable=False),
@@ -1569,6 +1601,7 @@ def downgrade() -> None:
     op.drop_table("invoice_lines")
     op.drop_table("vehicle_state")
     op.drop_table("vehicle_scrappings")
+    op.drop_table("upkeep_levels")
     op.drop_index(op.f("ix_subscriptions_vehicle_id"), table_name="subscriptions")
     op.drop_index(op.f("ix_subscriptions_customer_id"), table_name="subscriptions")
     op.drop_table("subscriptions")
@@ -1667,6 +1700,7 @@ def downgrade() -> None:
     op.drop_table("feature_prices")
     op.drop_table("workshops")
     op.drop_table("vat_rates")
+    op.drop_table("upkeep_thresholds")
     op.drop_table("platform_prices")
     op.drop_table("part_prices")
     op.drop_table("features")

@@ -17,6 +17,7 @@ from caas.releases import models as releases_models
 from caas.sales import models as sales_models
 from caas.store import models as store_models
 from caas.upkeep import models as upkeep_models
+from caas.upkeep import readings_models as upkeep_readings_models
 from caas.vehicles import models as vehicles_models
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "sales_models",
     "store_models",
     "upkeep_models",
+    "upkeep_readings_models",
     "vehicles_models",
 ]

@@ -18,6 +18,8 @@ from caas.catalog.models import Country, Feature, FeaturePrice, Platform, Platfo
 from caas.store.models import Offer
 from caas.store.offers import DEFAULT_APPLY_DEADLINE_SECONDS
 from caas.store.rules import DEFAULT_REFUND_POLICY, DEFAULT_TRIAL, DURATIONS
+from caas.upkeep import thresholds as upkeep_thresholds
+from caas.upkeep.readings_models import UpkeepThreshold
 
 DEMO_PASSWORD = "caas-demo-2026"
 # When reference data loaded without a clock says it was created.
@@ -273,6 +275,9 @@ def load_reference_data(session: Session, *, now: datetime = CATALOG_DATE) -> No
         _load_catalog(session)
     if session.scalars(select(Offer.id).limit(1)).first() is None:
         _load_offers(session, now=now)
+    if session.scalars(select(UpkeepThreshold.id).limit(1)).first() is None:
+        platforms = dict(session.execute(select(Platform.code, Platform.id)).all())
+        upkeep_thresholds.load_defaults(session, platforms, now=now)
     session.flush()
 
 

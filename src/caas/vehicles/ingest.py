@@ -11,6 +11,8 @@ nothing: the bridge commits each batch as one transaction.
   (`caas.privacy`): without `driving_style` no speed nor further readings, without
   `location_history` no position. Consent is read with every batch, so withdrawing it stops
   the storing from the next batch on.
+- The levels upkeep watches go to `caas.upkeep.readings.observe` in the batch's transaction
+  (one more statement per batch that carries them).
 - The twin's latest state (`VehicleState`) follows the newest message; the odometer never goes
   back; a new software version reported by the car updates the car's record and its history.
 """
@@ -52,6 +54,7 @@ from caas.core.history import Actor, record
 from caas.privacy import service as privacy
 from caas.privacy.rules import DRIVING_STYLE, LOCATION_HISTORY, Purpose
 from caas.protocol.mqtt import Status, Telemetry, UsageEvent, status_order
+from caas.upkeep import readings as upkeep
 from caas.vehicles.models import FeatureUsage, TelemetrySample, Vehicle, VehicleState
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,7 @@ class _Car:
     status_at: datetime | None
     status_session: int | None
     online: bool | None
+    platform_id: int
 
 
 def _cars(session: Session, vins: Iterable[str]) -> dict[str, _Car]:
@@ -95,11 +99,12 @@ def _cars(session: Session, vins: Iterable[str]) -> dict[str, _Car]:
             VehicleState.status_at,
             VehicleState.status_session,
             VehicleState.online,
+            Vehicle.platform_id,
         )
         .outerjoin(VehicleState, VehicleState.vehicle_id == Vehicle.id)
         .where(Vehicle.vin.in_(sorted(set(vins))))
     )
-    return {row.vin: _Car(*row) for row in session.execute(query)}
+    return {row.vin: _Car(**row._mapping) for row in session.execute(query)}
 
 
 def _unnest(columns: dict[str, tuple[TypeEngine[Any], list[Any]]]) -> tuple[Any, dict[str, Any]]:
@@ -181,11 +186,34 @@ def store_telemetry(session: Session, items: Sequence[Telemetry], *, now: dateti
         if best is None or (row.sample.at, row.sample.seq) > (best.sample.at, best.sample.seq):
             newest[row.car.id] = row
     _upsert_latest(session, list(newest.values()), now=now)
+    _upkeep_readings(session, kept, now=now)
     for row in newest.values():
         car, sample = row.car, row.sample
         if _newer(sample.at, sample.seq, car.telemetry_at, car.telemetry_seq):
             _software_reported(session, car, sample.software_version, now=now)
     return stored
+
+
+def _upkeep_readings(session: Session, kept: list[_Kept], *, now: datetime) -> None:
+    """The levels upkeep watches (fluids, wear, service due) go to its detection whatever the
+    owner's optional consents: looking after the car is the service itself (`SERVICE`).
+    Duplicates are harmless: detection ignores readings not newer than the level it keeps."""
+    upkeep.observe(
+        session,
+        [
+            upkeep.Observation(
+                vehicle_id=row.car.id,
+                platform_id=row.car.platform_id,
+                customer_id=row.car.owner_customer_id,
+                vin=row.car.vin,
+                readings=row.sample.extra,
+                at=row.sample.at,
+            )
+            for row in kept
+            if row.sample.extra
+        ],
+        now=now,
+    )
 
 
 def _insert_samples(session: Session, kept: list[_Kept], *, now: datetime) -> int:

@@ -29,6 +29,11 @@ to the old one when the install fails (`install_failure_rate`: the simulator's k
 and the demo). Each step is a `SoftwareStep` on the events topic, through the outbox. A
 release is tried once: a refused or rolled back one is not tried again by this car.
 
+**Wear.** The car's fluids, tyres, brake pads, 12 V battery and service counters
+(`caas_sim.vehicle.wear.Consumables`) go down as it is driven (`drive`, or `cruise` at a
+`pace` faster than its clock) and ages (`tick`), and travel in every telemetry sample under
+their VSS names; `serviced` is the workshop's work on the car.
+
 **The key.** The phone is the key: `challenge` gives a one-time nonce, `operate` unlocks or
 starts the car only for a signature of that nonce by one of the phones in the applied manifest
 (ECDSA P-256 from WebCrypto, or Ed25519). Nothing about it needs the network.
@@ -73,6 +78,7 @@ from caas.protocol.mqtt import (
     Telemetry,
     UsageEvent,
 )
+from caas_sim.vehicle.wear import Consumables, Need, WearRates
 
 log = structlog.get_logger(__name__)
 
@@ -246,6 +252,8 @@ class VehicleAgent:
         platform_url: str | None = None,
         install_failure_rate: float = 0.0,
         install_seconds: float = 0.0,
+        wear_rates: WearRates | None = None,
+        diesel: bool = True,
     ) -> None:
         self.identity = identity
         self.broker = broker
@@ -274,6 +282,13 @@ class VehicleAgent:
         self._running: dict[str, FeatureState] = {}
         self._metered_hours: dict[str, float] = {}
         self._last_tick = now()
+        # What the car uses up as it is driven and ages (`caas_sim.vehicle.wear`); `cruise`
+        # drives it by itself, `pace` times faster than its clock (a demo's months in minutes).
+        self.wear_rates = wear_rates or WearRates()
+        self.consumables = Consumables.new(self.wear_rates)
+        self.diesel = diesel
+        self.cruise_kmh = 0.0
+        self.pace = 1.0
         self._challenges: dict[str, datetime] = {}
         self.last_report: Reported | None = None
 
@@ -731,6 +746,9 @@ class VehicleAgent:
         now = self._now()
         elapsed_hours = max((now - self._last_tick).total_seconds(), 0.0) / 3600
         self._last_tick = now
+        self.consumables.age(elapsed_hours * 3600 * self.pace, self.wear_rates)
+        if self.cruise_kmh > 0:
+            self.drive(self.cruise_kmh, self.cruise_kmh * elapsed_hours * self.pace)
         for code, state in self._running.items():
             if self._metering(state) == "hour":
                 self._metered_hours[code] = self._metered_hours.get(code, 0.0) + elapsed_hours
@@ -747,15 +765,35 @@ class VehicleAgent:
         self.speed_kmh = speed_kmh
         self.parked = False
         self.odometer_km += km
+        self.consumables.drive(km, self.wear_rates)
         if km > 0:
             for code, state in self._running.items():
                 if self._metering(state) == "km":
                     self.record_usage(code, "km", km)
 
+    def cruise(self, speed_kmh: float, *, pace: float = 1.0) -> None:
+        """Drive by itself at `speed_kmh` from now on, its life (distance, wear, ageing) going
+        `pace` times faster than its clock: the simulator's way to make months pass in a
+        demo. 0 km/h parks the car."""
+        if speed_kmh < 0 or pace <= 0:
+            raise ValueError("speed cannot be negative and pace must be positive")
+        self.tick()  # what passed until now counts at the old speed and pace
+        self.cruise_kmh, self.pace = speed_kmh, pace
+        if speed_kmh == 0:
+            self.park()
+        else:
+            self.drive(speed_kmh)
+
+    def serviced(self, needs: Iterable[Need]) -> None:
+        """A workshop did `needs` on the car (filled, replaced, serviced): its sensors read new
+        levels from the next telemetry on."""
+        self.consumables.serviced(set(needs), self.wear_rates)
+        log.info("vehicle.serviced", vin=self.vin, needs=sorted(needs))
+
     def park(self) -> None:
         """The car is parked: a configuration waiting for it is applied, and so are window
         ends and starts of features that affect driving."""
-        self.speed_kmh = 0.0
+        self.speed_kmh = self.cruise_kmh = 0.0
         self.parked = True
         now = self._now()
         if self._pending is not None and self._pending_payload is not None:
@@ -784,7 +822,7 @@ class VehicleAgent:
             software_version=self.software_version,
             speed_kmh=self.speed_kmh,
             parked=self.parked,
-            extra=extra or {},
+            extra=self.consumables.readings(diesel=self.diesel) | (extra or {}),
         )
         try:
             await client.publish(
