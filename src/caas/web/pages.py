@@ -50,6 +50,8 @@ NAV = {
         ("/portal/file", "nav.my_file"),
         ("/portal/payment-methods", "nav.payment_methods"),
         ("/portal/notifications", "nav.notifications"),
+        ("/portal/key", "nav.key"),
+        ("/portal/privacy", "nav.privacy"),
     ),
     Role.OPERATOR: (
         ("/operator/orders", "nav.orders"),
@@ -57,6 +59,7 @@ NAV = {
         ("/operator/catalog", "nav.catalog"),
         ("/operator/releases", "nav.releases"),
         ("/operator/finance", "nav.finance"),
+        ("/operator/audit", "nav.audit"),
     ),
     Role.WORKSHOP: (("/workshop", "nav.find_car"),),
 }
@@ -152,6 +155,8 @@ def _page_headers(request: Request) -> dict[str, str]:
             "form-action 'self'",
             "frame-ancestors 'none'",
             "base-uri 'self'",
+            "worker-src 'self'",
+            "manifest-src 'self'",
         )
     )
     return {

@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 
 from caas.web import (
     accounts,
+    audit,
     cars,
     catalogs,
     console,
@@ -17,6 +18,7 @@ from caas.web import (
     ownership,
     portal,
     privacy,
+    pwa,
     releases,
     store,
     workshop,
@@ -50,6 +52,8 @@ def include_web(app: FastAPI) -> None:
         methods,
         ownership,
         releases,
+        pwa,
+        audit,
     ):
         app.include_router(module.router)
     app.include_router(portal.live_router)
