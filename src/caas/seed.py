@@ -18,6 +18,7 @@ from caas.catalog.models import Country, Feature, FeaturePrice, Platform, Platfo
 from caas.store.models import Offer
 from caas.store.offers import DEFAULT_APPLY_DEADLINE_SECONDS
 from caas.store.rules import DEFAULT_REFUND_POLICY, DEFAULT_TRIAL, DURATIONS
+from caas.upkeep import seed as upkeep_seed
 from caas.upkeep import thresholds as upkeep_thresholds
 from caas.upkeep.readings_models import UpkeepThreshold
 
@@ -278,6 +279,9 @@ def load_reference_data(session: Session, *, now: datetime = CATALOG_DATE) -> No
     if session.scalars(select(UpkeepThreshold.id).limit(1)).first() is None:
         platforms = dict(session.execute(select(Platform.code, Platform.id)).all())
         upkeep_thresholds.load_defaults(session, platforms, now=now)
+    upkeep_seed.load_parts(
+        session, COUNTRY_PRICE_BP, {code: currency for code, _, currency, *_ in COUNTRIES}
+    )
     session.flush()
 
 
@@ -432,5 +436,6 @@ def load_demo_data(session: Session, *, now: datetime) -> list[DemoLogin]:
                 session, email=email, full_name=person, role=role, password=DEMO_PASSWORD, now=now
             )
         logins.append(DemoLogin(role.value, email, DEMO_PASSWORD, person))
+    upkeep_seed.load_workshops(session, now=now)
     session.flush()
     return logins

@@ -45,6 +45,7 @@ def build_handlers(
     from caas.registration.jobs import handlers as registration_handlers
     from caas.releases.jobs import handlers as release_handlers
     from caas.store.jobs import handlers as store_handlers
+    from caas.upkeep.jobs import handlers as upkeep_handlers
     from caas.upkeep.readings import handlers as upkeep_reading_handlers
 
     clock = clock or SystemClock()
@@ -58,6 +59,7 @@ def build_handlers(
     handlers.update(ownership_handlers(settings, clock))
     handlers.update(billing_handlers(settings, clock))
     handlers.update(release_handlers(clock))
+    handlers.update(upkeep_handlers(settings, clock))
     handlers.update(upkeep_reading_handlers(clock))
     return handlers
 

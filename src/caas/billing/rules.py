@@ -41,7 +41,7 @@ PAYABLE_IN = {"deposit": "awaiting_deposit", "final": "at_dealer"}
 INVOICE_KIND = {"deposit": "advance", "final": "final"}
 # Payments of the store (held at checkout, captured once the car applied the option; renewals
 # and occurrences are charged when they start; metered usage once a month).
-STORE_KINDS = frozenset({"option", "renewal", "occurrence", "metered"})
+STORE_KINDS = frozenset({"option", "renewal", "occurrence", "metered", "upkeep"})
 # States in which a payment still holds (or may still take) the customer's money.
 OPEN_STATES = frozenset({"pending", "authorised"})
 

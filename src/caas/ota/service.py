@@ -125,6 +125,14 @@ def software_update(session: Session, vehicle: Vehicle) -> SoftwareOrder | None:
     return software_order(session, vehicle)
 
 
+def standing_messages(session: Session, vehicle: Vehicle, now: datetime) -> list[str]:
+    """What the car's screen keeps showing whatever the version's reason: its bookings at a
+    workshop (`caas.upkeep.screen`)."""
+    from caas.upkeep.screen import car_messages
+
+    return car_messages(session, vehicle, now)
+
+
 # --- versions -----------------------------------------------------------------------------------
 
 
@@ -157,7 +165,7 @@ def request_configuration(
         issued_at=now,
         features=effective_configuration(session, vehicle, now),
         phone_keys=phone_keys(session, vehicle),
-        messages=list(messages),
+        messages=[*messages, *standing_messages(session, vehicle, now)],
         software=software_update(session, vehicle),
     )
     signed = signing_material().sign(body)

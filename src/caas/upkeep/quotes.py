@@ -60,6 +60,7 @@ def quote_for(session: Session, *, vehicle: Vehicle, need: str, at: datetime) ->
                 "quantity": part.quantity,
                 "unit_net_minor": unit,
                 "net_minor": unit * part.quantity,
+                "vat_rate_bp": rate,
                 "vat_minor": percent_of(unit * part.quantity, rate),
             }
         )

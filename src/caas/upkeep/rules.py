@@ -12,7 +12,7 @@ ORDER = StateMachine(
     "service_order",
     {
         "proposed": ("confirmed", "cancelled"),
-        "confirmed": ("parts_reserved", "done", "cancelled"),
+        "confirmed": ("parts_reserved", "cancelled"),
         "parts_reserved": ("done", "cancelled"),
     },
 )
@@ -37,3 +37,6 @@ SEARCH_DAYS = 28
 
 # A proposal the customer has not answered is reminded of once, this long after it was made.
 REMIND_AFTER_HOURS = 48
+
+# A proposal's first slot is at least this far ahead: the workshop needs time to prepare.
+LEAD_HOURS = 2

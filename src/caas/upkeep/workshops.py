@@ -8,11 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from caas.sales.models import Customer
-from caas.upkeep.models import UpkeepPreference, Workshop
-
-
-def preference_of(session: Session, customer_id: int) -> UpkeepPreference | None:
-    return session.get(UpkeepPreference, customer_id)
+from caas.upkeep.consent import preference_of
+from caas.upkeep.models import Workshop, WorkshopStaff
 
 
 def nearest(session: Session, customer: Customer, *, limit: int = 3) -> list[Workshop]:
@@ -61,3 +58,12 @@ def distance_km(a: Workshop, b: Workshop) -> float:
         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     )
     return 6371.0 * 2 * math.asin(math.sqrt(h))
+
+
+def workshop_of_staff(session: Session, user_id: int) -> Workshop | None:
+    """The workshop a workshop user works at (None: not attached to one)."""
+    return session.scalars(
+        select(Workshop)
+        .join(WorkshopStaff, WorkshopStaff.workshop_id == Workshop.id)
+        .where(WorkshopStaff.user_id == user_id)
+    ).first()
