@@ -5,9 +5,11 @@ SMTP server that receives the customer's e-mails."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.app import create_app
@@ -20,6 +22,7 @@ from caas_sim.factory import create_app as factory_app
 from caas_sim.payments import create_app as payments_app
 from caas_sim.registry import create_app as registry_app
 from tests.conftest import ScratchDatabases, SmtpInbox
+from tests.e2e.browser import LAUNCH_ARGS, axe_source, chromium_or_skip
 from tests.servers import ServerThread
 
 
@@ -36,6 +39,19 @@ class World:
 @pytest.fixture
 def world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Iterator[World]:
     """Every piece on its own port, the factory advancing only when a test says so."""
+    with running_world(scratch_databases, smtp) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_world(scratch_databases: ScratchDatabases, smtp_server: SmtpInbox) -> Iterator[World]:
+    """One world for all the tests of a module (the browser tests of each role's pages)."""
+    with running_world(scratch_databases, smtp_server) as running:
+        yield running
+
+
+@contextmanager
+def running_world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Iterator[World]:
     engine = make_engine(scratch_databases.create())
     sessions = make_session_factory(engine)
     ports = {name: free_port() for name in ("platform", "factory", "payments", "registry")}
@@ -92,3 +108,24 @@ def world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Iterator[Worl
         for server in servers:
             server.stop()
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, never a browser downloaded by a test tool; one per module (Playwright's
+    synchronous API allows one at a time, and other modules start their own)."""
+    chromium = chromium_or_skip()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(chromium), headless=True, args=LAUNCH_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="session")
+def axe() -> str:
+    """axe-core's script from the npm registry (installed once into a cache outside git)."""
+    return axe_source()

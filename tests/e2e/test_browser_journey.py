@@ -5,16 +5,15 @@ dealer sells through the intranet form, the customer activates from the e-mail a
 in the portal on a phone-sized screen (the card goes from the page to the payment sandbox, only
 its token to the platform), the factory reports its stages, the dealer delivers, and the
 customer's file, the operator's console and the workshop show the car. Every wait is for
-something the page shows, with a deadline; one screenshot per role lands in the test's tmp_path.
+something the page shows, with a deadline; a screenshot per role lands in tests/e2e/screenshots/
+and axe-core checks each of those pages.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -25,29 +24,20 @@ from playwright.sync_api import (
     Page,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 from caas.sales.rules import FACTORY_STAGES
 from caas.seed import DEMO_PASSWORD
+from tests.e2e.browser import SCREENSHOTS, axe_violations
 from tests.e2e.conftest import World
 from tests.factories import sale_payload
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 WIDE: ViewportSize = {"width": 1440, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 360, "height": 740}
 # Long enough for the order page's live status, which asks every four seconds.
 WAIT_MS = 15_000
 
@@ -56,28 +46,13 @@ TEST_CARD = ("4242 4242 4242 4242", "12/30", "123")
 SPANISH_PLATE = re.compile(r"^\d{4} [BCDFGHJKLMNPRSTVWXYZ]{3}$")
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, never a browser downloaded by a test tool."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"the browser tests need Debian's Chromium at {CHROMIUM} (`make browser`)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @dataclass
 class Visitors:
     """Opens a browser window per role and remembers what the pages complained about."""
 
     browser: Browser
     world: World
-    shots: Path
+    axe: str
     complaints: list[str] = field(default_factory=list)
 
     def window(self, viewport: ViewportSize) -> Page:
@@ -97,7 +72,11 @@ class Visitors:
         return page
 
     def shoot(self, page: Page, role: str) -> None:
-        page.screenshot(path=self.shots / f"{role}.png", full_page=True)
+        """The page's screenshot under tests/e2e/screenshots/; axe finds nothing serious."""
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"journey-{role}.png", full_page=True)
+        violations = axe_violations(page, self.axe)
+        assert not violations, f"axe on {page.url}: {violations}"
 
     def _listen(self, message: ConsoleMessage) -> None:
         # Chromium logs a page's missing autocomplete hints, failed loads (a favicon's 404) and
@@ -107,8 +86,8 @@ class Visitors:
 
 
 @pytest.fixture
-def visitors(browser: Browser, world: World, tmp_path: Path) -> Visitors:
-    return Visitors(browser, world, tmp_path)
+def visitors(browser: Browser, world: World, axe: str) -> Visitors:
+    return Visitors(browser, world, axe)
 
 
 def _expect_state(page: Page, state: str) -> None:
