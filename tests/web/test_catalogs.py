@@ -4,6 +4,7 @@ money read as the language writes them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from caas.core.money import Money
 from caas.core.settings import Settings
 from caas.web import catalogs, strings
 from caas.web.pages import _environment
+from caas.web.site import include_web  # noqa: F401 - every page's texts, as in the app
 from tests.web.support import submit, text_of
 
 ITALIAN = """\
@@ -37,13 +39,12 @@ msgstr "Entra"
 @pytest.fixture(autouse=True)
 def _catalogs_as_they_were() -> Iterator[None]:
     """A language a test installs is gone for the next test."""
-    languages = dict(strings.LANGUAGES)
-    texts = {language: dict(catalog) for language, catalog in strings.TEXTS.items()}
+    languages, texts = set(strings.LANGUAGES), set(strings.TEXTS)
     yield
-    strings.LANGUAGES.clear()
-    strings.LANGUAGES.update(languages)
-    strings.TEXTS.clear()
-    strings.TEXTS.update(texts)
+    for language in set(strings.LANGUAGES) - languages:
+        del strings.LANGUAGES[language]
+    for language in set(strings.TEXTS) - texts:
+        del strings.TEXTS[language]
 
 
 def choose(client: TestClient, language: str) -> None:
@@ -102,3 +103,14 @@ def test_money_and_dates_read_as_french_writes_them() -> None:
     assert template.render(lang="fr", zone="Europe/Paris", moment=moment) == (
         "5 mars 2026, 17:30 · 5 mars 2026"
     )
+
+
+def test_every_french_text_is_a_known_key_with_the_english_placeholders() -> None:
+    french = catalogs.read_catalog(catalogs.BUILT_IN_DIR / "fr.po")
+    assert french is not None
+    assert len(french.texts) > 250
+    placeholder = re.compile(r"\{(\w+)\}")
+    english = strings.TEXTS["en"]
+    for key, text in french.texts.items():
+        assert key in english, key
+        assert set(placeholder.findall(text)) == set(placeholder.findall(english[key])), key
