@@ -25,6 +25,7 @@ from caas.store.offers_api import router as offers_router
 from caas.store.options_api import router as options_router
 from caas.store.time_api import router as store_time_router
 from caas.store.upcoming_api import router as upcoming_router
+from caas.upkeep.api import router as upkeep_router
 from caas.upkeep.thresholds_api import router as upkeep_thresholds_router
 from caas.vehicles.api import router as twin_router
 from caas.vehicles.keys_api import router as phone_keys_router
@@ -56,4 +57,5 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(upcoming_router)
     app.include_router(releases_router)
     app.include_router(finance_router)
+    app.include_router(upkeep_router)
     app.include_router(upkeep_thresholds_router)
