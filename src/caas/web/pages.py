@@ -58,6 +58,7 @@ NAV = {
         ("/operator/fleet", "nav.fleet"),
         ("/operator/catalog", "nav.catalog"),
         ("/operator/releases", "nav.releases"),
+        ("/operator/upkeep", "nav.upkeep"),
         ("/operator/finance", "nav.finance"),
         ("/operator/audit", "nav.audit"),
     ),

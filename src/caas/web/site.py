@@ -25,6 +25,7 @@ from caas.web import (
 )
 from caas.web.finance import router as finance_router
 from caas.web.pages import STATIC_DIR
+from caas.web.upkeep_console import router as upkeep_console_router
 
 FAVICON = STATIC_DIR / "favicon.svg"
 
@@ -58,6 +59,7 @@ def include_web(app: FastAPI) -> None:
         app.include_router(module.router)
     app.include_router(portal.live_router)
     app.include_router(finance_router)
+    app.include_router(upkeep_console_router)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     catalogs.install(app.state.settings.locales_dir)
