@@ -14,6 +14,7 @@ from caas.web import (
     console,
     intranet,
     keys,
+    live,
     methods,
     ownership,
     portal,
@@ -58,6 +59,7 @@ def include_web(app: FastAPI) -> None:
     ):
         app.include_router(module.router)
     app.include_router(portal.live_router)
+    app.include_router(live.router)
     app.include_router(finance_router)
     app.include_router(upkeep_console_router)
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)

@@ -1,7 +1,7 @@
 // The store's pages: the cart shows only the fields the chosen offer takes (dates for own
 // dates, a cap for pay per use), and the purchase's page follows the purchase live (paid, on
-// its way, waiting for the car to be parked, active; or refunded) by asking a small JSON
-// endpoint, redrawing itself in place without a reload.
+// its way, waiting for the car to be parked, active; or refunded) as the server pushes it
+// (or by asking a small JSON endpoint), redrawing itself in place without a reload.
 (function () {
   "use strict";
 
@@ -91,6 +91,15 @@
     timer = setTimeout(check, EVERY_MS);
   }
 
-  document.addEventListener("visibilitychange", function () { if (!document.hidden) check(); });
-  schedule();
+  function poll() {
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) check(); });
+    schedule();
+  }
+
+  // Pushed by the server as it happens (server-sent events); asked for where that cannot be.
+  if (!window.EventSource) return poll();
+  var source = new EventSource(live.dataset.statusUrl.replace(/\/status$/, "/events"));
+  source.addEventListener("status", function (event) { show(JSON.parse(event.data)); });
+  source.addEventListener("end", function () { source.close(); });
+  source.onerror = function () { if (source.readyState === EventSource.CLOSED) poll(); };
 })();
