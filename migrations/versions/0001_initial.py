@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 18:25:19.942188
+Create Date: 2026-12-03 18:27:50.075374
 """
 
 from collections.abc import Sequence
@@ -630,6 +630,8 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("current_wave", sa.Integer(), nullable=False),
         sa.Column("halt_reason", sa.String(length=200), nullable=True),
+        sa.Column("ask_owner", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("auto_install_days", sa.Integer(), nullable=True),
         sa.Column("created_by", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
@@ -1171,6 +1173,8 @@ def upgrade() -> None:
         sa.Column("wave", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("offered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("asked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_step_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(

@@ -17,6 +17,7 @@ from caas.notifications.api import router as notifications_router
 from caas.ownership.api import router as ownership_router
 from caas.privacy.api import router as privacy_router
 from caas.registration.api import router as registration_router
+from caas.releases.api import owner_router as software_owner_router
 from caas.releases.api import router as releases_router
 from caas.sales.api import router as sales_router
 from caas.store.api import router as store_router
@@ -56,6 +57,7 @@ def include_routes(app: FastAPI) -> None:
     app.include_router(metering_router)
     app.include_router(upcoming_router)
     app.include_router(releases_router)
+    app.include_router(software_owner_router)
     app.include_router(finance_router)
     app.include_router(upkeep_router)
     app.include_router(upkeep_thresholds_router)

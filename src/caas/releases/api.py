@@ -9,16 +9,25 @@ from fastapi import APIRouter, File, Form, Header, Path, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from caas.accounts.deps import Operator, actor_of
+from caas.accounts.deps import CustomerUser, Operator, actor_of
 from caas.accounts.models import User
 from caas.catalog import service as catalog
 from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
 from caas.core.idempotency import once
 from caas.releases import service
 from caas.releases.read import release_of, rollout_read
-from caas.releases.schemas import ReleaseRead, ReleaseUpdate, RolloutCreate, RolloutRead
+from caas.releases.schemas import (
+    AwaitedUpdateRead,
+    ReleaseRead,
+    ReleaseUpdate,
+    RolloutCreate,
+    RolloutRead,
+)
+from caas.store.entitlements import owned_vehicle
 
 router = APIRouter(prefix="/api/v1/software", tags=["software releases"])
+# The owner's side of a rollout that asks them first.
+owner_router = APIRouter(prefix="/api/v1/me", tags=["software releases"])
 
 ReleaseId = Annotated[int, Path(description="Database id of the release", examples=[3])]
 RolloutId = Annotated[int, Path(description="Database id of the rollout", examples=[1])]
@@ -320,6 +329,8 @@ def create_rollout(
             success_percent=body.success_percent,
             failure_percent=body.failure_percent,
             start=body.start,
+            ask_owner=body.ask_owner,
+            auto_install_days=body.auto_install_days,
             created_by=user,
             actor=actor_of(user),
             now=now,
@@ -395,3 +406,56 @@ _command(
     "Cancel a rollout for good (operator)",
     "Cars offered that have not started get a manifest without the update. 409 once completed.",
 )
+
+
+Vin = Annotated[str, Path(description="The car's VIN", examples=["VCAAURA02TM000001"])]
+
+
+def _awaited_read(awaited: service.AwaitedUpdate) -> AwaitedUpdateRead:
+    return AwaitedUpdateRead(
+        version=awaited.release.version,
+        notes=awaited.release.notes,
+        asked_at=awaited.target.asked_at,
+        install_by=awaited.install_by,
+        state=awaited.target.state,
+    )
+
+
+@owner_router.get(
+    "/vehicles/{vin}/software-update",
+    response_model=AwaitedUpdateRead | None,
+    summary="The new software the car's owner is asked to accept, if any",
+    description="Null when no rollout asks the owner now. 404 for a car that is not the caller's.",
+    responses=error_responses(401, 403, 404),
+)
+def awaited_update(vin: Vin, session: DbSession, user: CustomerUser) -> AwaitedUpdateRead | None:
+    vehicle = owned_vehicle(session, user, vin)
+    awaited = service.awaited_update(session, vehicle)
+    return _awaited_read(awaited) if awaited is not None else None
+
+
+@owner_router.post(
+    "/vehicles/{vin}/software-update/accept",
+    response_model=AwaitedUpdateRead,
+    summary="Accept the new software: the car installs it when connected and parked",
+    description="The car's next signed manifest orders the update. 409 "
+    "`release.nothing_to_accept` when no update awaits the owner (the rollout paused, halted "
+    "or cancelled, or already accepted: a retry with the same Idempotency-Key repeats the "
+    "first answer). 404 for a car that is not the caller's.",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def accept_update(
+    vin: Vin,
+    session: DbSession,
+    clock: ClockDep,
+    user: CustomerUser,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        vehicle = owned_vehicle(session, user, vin)
+        accepted = service.accept_update(session, vehicle, actor=actor_of(user), now=now)
+        return _awaited_read(accepted).model_dump(mode="json")
+
+    return _once(session, user, idempotency_key, f"releases.accept:{vin}", {}, now, act)

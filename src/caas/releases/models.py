@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,6 +62,10 @@ class Rollout(Base):
     # The wave offered last (1-based); 0 before the start.
     current_wave: Mapped[int] = mapped_column(default=0)
     halt_reason: Mapped[str | None] = mapped_column(String(200))
+    # The owner is asked first: a car of a started wave waits (`awaiting_owner`) until its
+    # owner accepts, or `auto_install_days` after being asked (None: only on acceptance).
+    ask_owner: Mapped[bool] = mapped_column(default=False, server_default=false())
+    auto_install_days: Mapped[int | None]
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -88,5 +92,7 @@ class RolloutTarget(Base):
     wave: Mapped[int]
     state: Mapped[str] = mapped_column(String(20))
     offered_at: Mapped[datetime | None]
+    asked_at: Mapped[datetime | None]  # the owner was asked (a rollout with `ask_owner`)
+    accepted_at: Mapped[datetime | None]  # the owner accepted (None: offered without asking)
     last_step_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(String(200))

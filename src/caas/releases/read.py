@@ -43,6 +43,8 @@ def rollout_read(session: Session, rollout: Rollout) -> RolloutRead:
         success_percent=rollout.success_percent,
         failure_percent=rollout.failure_percent,
         halt_reason=rollout.halt_reason,
+        ask_owner=rollout.ask_owner,
+        auto_install_days=rollout.auto_install_days,
         created_at=rollout.created_at,
         started_at=rollout.started_at,
         completed_at=rollout.completed_at,

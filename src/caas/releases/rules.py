@@ -28,12 +28,14 @@ ROLLOUT: Final = StateMachine(
         "completed": (),
     },
 )
-# A car's update: offered in its manifest, then the steps the car reports. A car may skip
-# steps (a lost QoS 1 message arrives after the next one), never go back.
+# A car's update: offered in its manifest (after its owner accepted, when the rollout asks
+# owners first: `awaiting_owner`), then the steps the car reports. A car may skip steps (a
+# lost QoS 1 message arrives after the next one), never go back.
 TARGET: Final = StateMachine(
     "rollout_target",
     {
-        "pending": ("offered",),
+        "pending": ("offered", "awaiting_owner"),
+        "awaiting_owner": ("offered",),
         "offered": ("downloading", "installing", "installed", "failed", "rolled_back"),
         "downloading": ("installing", "installed", "failed", "rolled_back"),
         "installing": ("installed", "failed", "rolled_back"),
@@ -47,6 +49,9 @@ ACTIVE_ROLLOUT_STATES: Final = frozenset({"running", "paused", "halted"})
 UNDER_WAY: Final = frozenset({"offered", "downloading", "installing"})
 SUCCEEDED: Final = frozenset({"installed"})
 FAILED: Final = frozenset({"failed", "rolled_back"})
+# Asked and not yet accepted: the owner's choice, neither a success nor a failure.
+AWAITING: Final = frozenset({"awaiting_owner"})
+MAX_AUTO_INSTALL_DAYS: Final = 90
 DEFAULT_WAVES: Final = (1, 10, 50, 100)
 
 Decision = Literal["wait", "next_wave", "halt", "complete"]
@@ -126,8 +131,15 @@ class WaveProgress:
         return sum(self.by_state.get(state, 0) for state in FAILED)
 
     @property
+    def awaiting(self) -> int:
+        return sum(self.by_state.get(state, 0) for state in AWAITING)
+
+    @property
     def success_percent(self) -> float:
-        return 100 * self.succeeded / self.total if self.total else 100.0
+        """Of the cars whose owners let them take it (the ones still awaiting their owner's
+        answer do not hold the next wave back)."""
+        deciding = self.total - self.awaiting
+        return 100 * self.succeeded / deciding if deciding else 100.0
 
 
 def decide(
@@ -141,8 +153,9 @@ def decide(
 
     Halt when the cars that failed or rolled back reach more than `failure_percent` of the
     cars offered so far (waves 1 .. `current_wave`); else start the next wave when the current
-    one has at least `success_percent` of its cars installed (complete after the last, once
-    no car of it is still under way).
+    one has at least `success_percent` of its cars installed, not counting cars awaiting their
+    owner (complete after the last, once no car of it is under way and no car offered so far
+    awaits its owner).
     """
     offered = [wave for wave in waves if wave.number <= current_wave]
     total = sum(wave.total for wave in offered)
@@ -157,4 +170,5 @@ def decide(
     if current_wave < max((wave.number for wave in waves), default=0):
         return "next_wave"
     under_way = sum(current.by_state.get(state, 0) for state in UNDER_WAY)
-    return "wait" if under_way else "complete"
+    awaiting = sum(wave.awaiting for wave in offered)
+    return "wait" if under_way or awaiting else "complete"

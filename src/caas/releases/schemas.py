@@ -90,6 +90,20 @@ class RolloutCreate(BaseModel):
         examples=[10],
     )
     start: bool = Field(default=True, description="Start at once (false: planned until resumed)")
+    ask_owner: bool = Field(
+        default=False,
+        description="Ask each car's owner first: the car gets the update only once they accept "
+        "it in the app (or after `auto_install_days`); cars waiting for an answer neither hold "
+        "the next wave back nor count as failures",
+    )
+    auto_install_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=rules.MAX_AUTO_INSTALL_DAYS,
+        description="With `ask_owner`: days after asking when the car gets it without an "
+        "answer (none: only on acceptance)",
+        examples=[14],
+    )
 
 
 class WaveRead(BaseModel):
@@ -130,8 +144,28 @@ class RolloutRead(BaseModel):
     success_percent: int = Field(description="Share of a wave needed before the next")
     failure_percent: int = Field(description="Share of failures that halts it")
     halt_reason: str | None = Field(description="Why it halted by itself")
+    ask_owner: bool = Field(description="Whether each owner is asked first")
+    auto_install_days: int | None = Field(
+        description="Days after asking when the car gets it without an answer"
+    )
     created_at: datetime = Field(description="When it was created")
     started_at: datetime | None = Field(description="When it started")
     completed_at: datetime | None = Field(description="When every wave was done")
     waves: list[WaveRead] = Field(description="Progress per wave")
     targets: list[RolloutTargetRead] = Field(description="Every car, in its order")
+
+
+class AwaitedUpdateRead(BaseModel):
+    """A new software version the car's owner is asked to accept."""
+
+    version: str = Field(description="The version offered", examples=["7.4.0"])
+    notes: str = Field(description="What it brings, as the maker wrote it")
+    asked_at: datetime | None = Field(description="When the owner was asked")
+    install_by: datetime | None = Field(
+        description="When the car gets it anyway without an answer (none: only on acceptance)"
+    )
+    state: str = Field(
+        description="awaiting_owner, or offered once accepted (the car installs it when "
+        "connected and parked)",
+        examples=["awaiting_owner"],
+    )

@@ -17,7 +17,7 @@ import hmac
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -384,13 +384,26 @@ def create_rollout(
     created_by: User,
     actor: Actor,
     now: datetime,
+    ask_owner: bool = False,
+    auto_install_days: int | None = None,
 ) -> Rollout:
     """A rollout of a published release over the compatible fleet, its cars chosen now in
-    waves; started at once (wave 1 offered) unless `start` is false."""
+    waves; started at once (wave 1 offered) unless `start` is false. With `ask_owner` each car
+    of a started wave waits for its owner to accept (`accept_update`), or for
+    `auto_install_days` after the owner was asked."""
     try:
         rules.check_waves(waves)
     except ValueError as error:
         raise InvalidInput(str(error), field="waves", code="rollout.invalid_waves") from None
+    if auto_install_days is not None and not (
+        ask_owner and 1 <= auto_install_days <= rules.MAX_AUTO_INSTALL_DAYS
+    ):
+        raise InvalidInput(
+            f"days before installing without an answer: 1 to {rules.MAX_AUTO_INSTALL_DAYS}, "
+            "only when the owners are asked first",
+            field="auto_install_days",
+            code="rollout.invalid_auto_install_days",
+        )
     if release.state != "published":
         raise Conflict("only a published release can be rolled out", code="release.not_published")
     if session.scalar(
@@ -408,6 +421,8 @@ def create_rollout(
         failure_percent=failure_percent,
         state="planned",
         current_wave=0,
+        ask_owner=ask_owner,
+        auto_install_days=auto_install_days,
         created_by=created_by.id,
         created_at=now,
     )
@@ -432,7 +447,13 @@ def create_rollout(
         actor=actor,
         now=now,
         to_state="planned",
-        details={"release_id": release.id, "version": release.version, "cars": len(cars)},
+        details={
+            "release_id": release.id,
+            "version": release.version,
+            "cars": len(cars),
+            "ask_owner": ask_owner,
+            "auto_install_days": auto_install_days,
+        },
     )
     if start:
         _move(session, rollout, "running", actor=actor, now=now)
@@ -550,6 +571,8 @@ def advance(session: Session, rollout: Rollout, *, now: datetime) -> rules.Decis
     """Move a running rollout as far as its cars allow now: next waves, halt or completion.
     The caller holds the rollout's row (FOR UPDATE) or has just made it."""
     decision: rules.Decision = "wait"
+    if rollout.state == "running" and rollout.auto_install_days is not None:
+        _install_unanswered(session, rollout, now=now)
     while rollout.state == "running":
         waves = progress(session, rollout)
         decision = rules.decide(
@@ -572,8 +595,6 @@ def advance(session: Session, rollout: Rollout, *, now: datetime) -> rules.Decis
 
 
 def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
-    from caas.ota.service import request_configuration
-
     release = session.get_one(SoftwareRelease, rollout.release_id)
     rows = session.execute(
         select(RolloutTarget, Vehicle)
@@ -587,25 +608,7 @@ def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
     )
     offered = 0
     for target, vehicle in rows:
-        rules.TARGET.check(target.state, "offered")
-        target.state = "offered"
-        target.offered_at = target.last_step_at = now
-        _history(
-            session,
-            VEHICLE_SUBJECT,
-            vehicle.id,
-            "software.offered",
-            actor=SYSTEM,
-            now=now,
-            customer_id=vehicle.owner_customer_id,
-            to_state="offered",
-            details={"version": release.version, "rollout_id": rollout.id, "wave": target.wave},
-        )
-        session.flush()
-        request_configuration(
-            session, vehicle, reason=f"software {release.version}", actor=SYSTEM, now=now
-        )
-        _tell_owner(session, vehicle, release, now=now)
+        _start_target(session, rollout, release, target, vehicle, now=now)
         offered += 1
     _history(
         session,
@@ -617,6 +620,252 @@ def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
         details={"wave": rollout.current_wave, "cars": offered},
     )
     log.info("releases.wave_started", rollout=rollout.id, wave=rollout.current_wave, cars=offered)
+
+
+def _start_target(
+    session: Session,
+    rollout: Rollout,
+    release: SoftwareRelease,
+    target: RolloutTarget,
+    vehicle: Vehicle,
+    *,
+    now: datetime,
+) -> None:
+    """A car's turn in its wave: its owner asked first when the rollout says so (a car without
+    an owner has nobody to ask), else the update offered."""
+    if rollout.ask_owner and vehicle.owner_customer_id is not None:
+        _ask_owner(session, rollout, release, target, vehicle, now=now)
+    else:
+        _offer_target(session, rollout, release, target, vehicle, actor=SYSTEM, now=now)
+        _tell_owner(session, vehicle, release, now=now)
+
+
+def _offer_target(
+    session: Session,
+    rollout: Rollout,
+    release: SoftwareRelease,
+    target: RolloutTarget,
+    vehicle: Vehicle,
+    *,
+    actor: Actor,
+    now: datetime,
+    event: str = "software.offered",
+) -> None:
+    """The car's next manifest carries the order (a new configuration version)."""
+    from caas.ota.service import request_configuration
+
+    from_state = target.state
+    rules.TARGET.check(from_state, "offered")
+    target.state = "offered"
+    target.offered_at = target.last_step_at = now
+    _history(
+        session,
+        VEHICLE_SUBJECT,
+        vehicle.id,
+        event,
+        actor=actor,
+        now=now,
+        customer_id=vehicle.owner_customer_id,
+        from_state=from_state,
+        to_state="offered",
+        details={"version": release.version, "rollout_id": rollout.id, "wave": target.wave},
+    )
+    session.flush()
+    request_configuration(
+        session, vehicle, reason=f"software {release.version}", actor=actor, now=now
+    )
+
+
+def _ask_owner(
+    session: Session,
+    rollout: Rollout,
+    release: SoftwareRelease,
+    target: RolloutTarget,
+    vehicle: Vehicle,
+    *,
+    now: datetime,
+) -> None:
+    """The owner is told a new version is available, to install now from the app; the car gets
+    nothing until they accept (or `auto_install_days` pass: a job looks again then)."""
+    rules.TARGET.check(target.state, "awaiting_owner")
+    target.state = "awaiting_owner"
+    target.asked_at = target.last_step_at = now
+    _history(
+        session,
+        VEHICLE_SUBJECT,
+        vehicle.id,
+        "software.asked",
+        actor=SYSTEM,
+        now=now,
+        customer_id=vehicle.owner_customer_id,
+        from_state="pending",
+        to_state="awaiting_owner",
+        details={
+            "version": release.version,
+            "rollout_id": rollout.id,
+            "wave": target.wave,
+            "auto_install_days": rollout.auto_install_days,
+        },
+    )
+    if rollout.auto_install_days is not None:
+        enqueue(
+            session,
+            topic=ADVANCE_TOPIC,
+            payload={"rollout_id": rollout.id},
+            dedupe_key=f"{ADVANCE_TOPIC}:{rollout.id}:{target.id}:unanswered",
+            now=now,
+            run_after=now + timedelta(days=rollout.auto_install_days),
+        )
+    customer = session.get_one(Customer, vehicle.owner_customer_id)
+    settings = get_settings()
+    notify_user(
+        session,
+        user_id=customer.user_id,
+        email=customer.email,
+        language=customer.language,
+        kind="release.update_ask",
+        context={
+            "name": customer.first_name,
+            "country": customer.country,
+            "vin": vehicle.vin,
+            "version": release.version,
+            "notes": release.notes,
+            "days": rollout.auto_install_days,
+            "car_url": f"{settings.public_url.rstrip('/')}/portal/cars/{vehicle.vin}",
+        },
+        dedupe_key=f"release.update_ask:{release.id}:{vehicle.id}",
+        now=now,
+    )
+
+
+def _install_unanswered(session: Session, rollout: Rollout, *, now: datetime) -> None:
+    """Cars whose owners did not answer within `auto_install_days` are offered the update."""
+    assert rollout.auto_install_days is not None
+    due = now - timedelta(days=rollout.auto_install_days)
+    release = session.get_one(SoftwareRelease, rollout.release_id)
+    for target, vehicle in session.execute(
+        select(RolloutTarget, Vehicle)
+        .join(Vehicle, Vehicle.id == RolloutTarget.vehicle_id)
+        .where(
+            RolloutTarget.rollout_id == rollout.id,
+            RolloutTarget.state == "awaiting_owner",
+            RolloutTarget.asked_at <= due,
+        )
+        .order_by(RolloutTarget.rank)
+        .with_for_update(of=RolloutTarget)
+    ):
+        _offer_target(
+            session, rollout, release, target, vehicle, actor=SYSTEM, now=now,
+            event="software.unanswered",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AwaitedUpdate:
+    """A new version the car's owner is asked to accept."""
+
+    target: RolloutTarget
+    release: SoftwareRelease
+    install_by: datetime | None  # installed anyway then (None: only on acceptance)
+
+
+def awaited_update(session: Session, vehicle: Vehicle) -> AwaitedUpdate | None:
+    """The update waiting for the owner's answer in a running rollout, if any."""
+    row = session.execute(
+        select(RolloutTarget, SoftwareRelease, Rollout)
+        .join(Rollout, Rollout.id == RolloutTarget.rollout_id)
+        .join(SoftwareRelease, SoftwareRelease.id == Rollout.release_id)
+        .where(
+            RolloutTarget.vehicle_id == vehicle.id,
+            RolloutTarget.state == "awaiting_owner",
+            Rollout.state == "running",
+        )
+        .order_by(RolloutTarget.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    target, release, rollout = row
+    install_by = (
+        target.asked_at + timedelta(days=rollout.auto_install_days)
+        if rollout.auto_install_days is not None and target.asked_at is not None
+        else None
+    )
+    return AwaitedUpdate(target, release, install_by)
+
+
+def accept_update(
+    session: Session, vehicle: Vehicle, *, actor: Actor, now: datetime
+) -> AwaitedUpdate:
+    """The owner accepts the new version: the car's next manifest orders it. 409
+    `release.nothing_to_accept` when no update awaits them (already accepted, or the rollout
+    paused, halted, cancelled)."""
+    awaited = awaited_update(session, vehicle)
+    if awaited is not None:
+        rollout = get_rollout(session, awaited.target.rollout_id, lock=True)
+        session.refresh(awaited.target, with_for_update=True)
+    if awaited is None or awaited.target.state != "awaiting_owner" or rollout.state != "running":
+        raise Conflict("no software update awaits your answer", code="release.nothing_to_accept")
+    awaited.target.accepted_at = now
+    _offer_target(
+        session, rollout, awaited.release, awaited.target, vehicle, actor=actor, now=now,
+        event="software.accepted",
+    )  # fmt: skip
+    return awaited
+
+
+def car_built(session: Session, vehicle: Vehicle, *, now: datetime) -> None:
+    """A car born while a rollout of a release it can take is planned or under way joins it:
+    in the current wave, started at once, when the rollout runs; in the last wave when it has
+    not reached it (planned, paused, halted); not at all once the last wave has started and
+    the rollout is not running (it finished with the fleet it had; the next rollout takes it)."""
+    from caas.vehicles.twin import fitted_hardware
+
+    platform = catalog.get_platform(session, vehicle.platform_id)
+    rows = session.execute(
+        select(Rollout, SoftwareRelease)
+        .join(SoftwareRelease, SoftwareRelease.id == Rollout.release_id)
+        .where(
+            Rollout.state.in_(("planned", *rules.ACTIVE_ROLLOUT_STATES)),
+            SoftwareRelease.models.contains([platform.code]),
+        )
+        .order_by(Rollout.id)
+        .with_for_update(of=Rollout)
+    ).all()
+    for rollout, release in rows:
+        rule = rules.Compatibility(
+            frozenset(release.models), frozenset(release.hardware), release.min_version
+        )
+        hardware = fitted_hardware(session, vehicle) if rule.hardware else ()
+        if vehicle.software_version == release.version or not rules.compatible(
+            rule, model=platform.code, fitted_hardware=hardware, running=vehicle.software_version
+        ):
+            continue
+        last = len(rollout.waves)
+        running = rollout.state == "running" and rollout.current_wave > 0
+        if not running and rollout.current_wave >= last:
+            continue
+        rank = session.scalar(select(func.count()).where(RolloutTarget.rollout_id == rollout.id))
+        target = RolloutTarget(
+            rollout_id=rollout.id,
+            vehicle_id=vehicle.id,
+            rank=rank or 0,
+            wave=rollout.current_wave if running else last,
+            state="pending",
+        )
+        session.add(target)
+        session.flush()
+        _history(
+            session,
+            ROLLOUT_SUBJECT,
+            rollout.id,
+            "rollout.car_joined",
+            actor=SYSTEM,
+            now=now,
+            details={"vin": vehicle.vin, "wave": target.wave},
+        )
+        if running:
+            _start_target(session, rollout, release, target, vehicle, now=now)
 
 
 def _tell_owner(

@@ -50,6 +50,7 @@ def record_birth(
     """
     from caas.iot.service import provision_car
     from caas.ota.service import request_configuration
+    from caas.releases.service import car_built
 
     vin_rules.validate(vin)
     if find_vehicle_by_vin(session, vin) is not None:
@@ -82,6 +83,7 @@ def record_birth(
     )
     provision_car(session, vin=vin, now=now)
     request_configuration(session, vehicle, reason="car.born", actor=actor, now=now)
+    car_built(session, vehicle, now=now)  # joins a rollout under way of a release it can take
     return vehicle
 
 

@@ -13,8 +13,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from caas.accounts.deps import actor_of
 from caas.catalog.models import Platform
-from caas.core.api import DbSession
+from caas.core.api import ClockDep, DbSession
+from caas.core.errors import CaasError
+from caas.releases.service import accept_update, awaited_update
 from caas.releases.service import update_status as software_update_of
 from caas.sales import service as sales
 from caas.vehicles import twin
@@ -22,7 +25,8 @@ from caas.vehicles.models import Vehicle
 from caas.web import strings
 from caas.web.csrf import csrf_protect
 from caas.web.display import zone_of_country
-from caas.web.pages import CustomerPage, OperatorPage, PageRoute, render
+from caas.web.forms import PostedForm, once_per_form, values_of
+from caas.web.pages import CustomerPage, OperatorPage, PageRoute, flash, render, see_other
 
 router = APIRouter(
     route_class=PageRoute, include_in_schema=False, dependencies=[Depends(csrf_protect)]
@@ -33,6 +37,16 @@ PAGE_SIZE = 25
 # The pages' texts, in the catalogue's languages; `caas.web.strings` wins where it has a text.
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
+        "software.ask": "New software {version} available: install now",
+        "software.ask_intro": "The car installs it the next time it is connected and parked; it restarts once and keeps all your options.",
+        "software.install_by": "Without an answer it is installed by itself from {when}.",
+        "software.install_now": "Install now",
+        "flash.software_accepted": "Software {version} will be installed the next time the car is connected and parked.",
+        "flash.software_refused": "Not installed: {message}",
+        "event.software.asked": "New software offered: waiting for the owner",
+        "event.software.accepted": "The owner accepted the new software",
+        "event.software.unanswered": "New software sent after the owner did not answer",
+        "rollout.target.awaiting_owner": "Waiting for the owner",
         "nav.my_cars": "My cars",
         "nav.fleet": "Fleet",
         "cars.title": "My cars",
@@ -104,6 +118,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "(a window began or ended)",
     },
     "es": {
+        "software.ask": "Nuevo software {version} disponible: instálalo ahora",
+        "software.ask_intro": "El coche lo instala la próxima vez que esté conectado y aparcado; se reinicia una vez y conserva todas tus opciones.",
+        "software.install_by": "Si no respondes, se instalará solo a partir del {when}.",
+        "software.install_now": "Instalar ahora",
+        "flash.software_accepted": "El software {version} se instalará la próxima vez que el coche esté conectado y aparcado.",
+        "flash.software_refused": "No se ha instalado: {message}",
+        "event.software.asked": "Nuevo software ofrecido: a la espera del propietario",
+        "event.software.accepted": "El propietario aceptó el nuevo software",
+        "event.software.unanswered": "Nuevo software enviado al no responder el propietario",
+        "rollout.target.awaiting_owner": "A la espera del propietario",
         "nav.my_cars": "Mis coches",
         "nav.fleet": "Flota",
         "cars.title": "Mis coches",
@@ -218,7 +242,44 @@ def my_car(request: Request, vin: str, session: DbSession, user: CustomerPage) -
         since=twin.shown_since(user, vehicle),
         zone=zone_of_country(customer.country),
         back="/portal/cars",
+        awaited=awaited_update(session, vehicle),
+        new_key=uuid.uuid4().hex,
     )
+
+
+@router.post("/portal/cars/{vin}/software-update")
+def accept_software(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    user: CustomerPage,
+) -> Response:
+    """The owner accepts the new software the rollout asked them about (once per form key)."""
+    vehicle = twin.visible_vehicle(session, user, vin)  # its owner's only (404 for others)
+    values = values_of(form)
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        accepted = accept_update(session, vehicle, actor=actor_of(user), now=now)
+        return {"version": accepted.release.version}
+
+    try:
+        answer = once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=f"web.software.accept:{vehicle.vin}",
+            request={},
+            now=now,
+            act=act,
+        )
+    except CaasError as error:
+        flash(request, "flash.software_refused", tone="danger", message=error.message)
+    else:
+        flash(request, "flash.software_accepted", version=answer["version"])
+    return see_other(f"/portal/cars/{vehicle.vin}")
 
 
 @router.get("/operator/fleet")

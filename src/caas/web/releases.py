@@ -18,6 +18,7 @@ from caas.core.errors import CaasError, InvalidInput, NotFound
 from caas.releases import rules, service
 from caas.releases.read import release_of, rollout_read
 from caas.releases.schemas import RolloutCreate
+from caas.web import strings
 from caas.web.csrf import csrf_protect
 from caas.web.forms import FormErrors, FormValues, PostedForm, once_per_form, values_of
 from caas.web.pages import OperatorPage, PageRoute, flash, render, see_other
@@ -34,6 +35,7 @@ REFRESH_SECONDS = 3
 ROLLOUT_ACTIONS = ("pause", "resume", "cancel")
 TARGET_STATES = (
     "pending",
+    "awaiting_owner",
     "offered",
     "downloading",
     "installing",
@@ -41,6 +43,26 @@ TARGET_STATES = (
     "failed",
     "rolled_back",
 )
+
+
+# Texts of asking the owners first; `caas.web.strings` wins where it has a text.
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "rollout.ask_owner": "Ask each owner first (the car installs it once they accept)",
+        "rollout.auto_install_days": "Install without an answer after (days)",
+        "rollout.auto_install_hint": "Empty: only when the owner accepts.",
+        "rollout.target.awaiting_owner": "Waiting for the owner",
+    },
+    "es": {
+        "rollout.ask_owner": "Preguntar antes a cada propietario (el coche lo instala si acepta)",
+        "rollout.auto_install_days": "Instalar sin respuesta tras (días)",
+        "rollout.auto_install_hint": "Vacío: solo cuando el propietario acepta.",
+        "rollout.target.awaiting_owner": "A la espera del propietario",
+    },
+}
+for _language, _texts in TEXTS.items():
+    for _key, _text in _texts.items():
+        strings.TEXTS.setdefault(_language, {}).setdefault(_key, _text)
 
 
 def _codes(text: str) -> list[str]:
@@ -243,6 +265,8 @@ def create_rollout(
             waves=waves,
             success_percent=values.get("success_percent") or 90,
             failure_percent=values.get("failure_percent") or 10,
+            ask_owner=values.get("ask_owner") == "true",
+            auto_install_days=values.get("auto_install_days") or None,
         )
         release = service.get_release(session, release_id, lock=True)
         rollout = service.create_rollout(
@@ -251,6 +275,8 @@ def create_rollout(
             waves=terms.waves,
             success_percent=terms.success_percent,
             failure_percent=terms.failure_percent,
+            ask_owner=terms.ask_owner,
+            auto_install_days=terms.auto_install_days,
             start=True,
             created_by=user,
             actor=actor_of(user),
