@@ -47,6 +47,7 @@ NAV = {
         ("/portal/orders", "nav.my_orders"),
         ("/portal/cars", "nav.my_cars"),
         ("/portal/store", "nav.store"),
+        ("/portal/upkeep", "nav.my_upkeep"),
         ("/portal/file", "nav.my_file"),
         ("/portal/payment-methods", "nav.payment_methods"),
         ("/portal/notifications", "nav.notifications"),
@@ -62,7 +63,7 @@ NAV = {
         ("/operator/finance", "nav.finance"),
         ("/operator/audit", "nav.audit"),
     ),
-    Role.WORKSHOP: (("/workshop", "nav.find_car"),),
+    Role.WORKSHOP: (("/workshop", "nav.find_car"), ("/workshop/upkeep", "nav.workshop_calendar")),
 }
 
 

@@ -22,6 +22,7 @@ from caas.web import (
     pwa,
     releases,
     store,
+    upkeep,
     workshop,
 )
 from caas.web.finance import router as finance_router
@@ -56,6 +57,7 @@ def include_web(app: FastAPI) -> None:
         releases,
         pwa,
         audit,
+        upkeep,
     ):
         app.include_router(module.router)
     app.include_router(portal.live_router)
