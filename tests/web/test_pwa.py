@@ -80,7 +80,8 @@ def test_the_portal_registers_the_app_and_its_menu_reaches_every_page(
     nav = re.search(r'<nav class="nav".*?</nav>', page, re.S)
     assert nav is not None
     links = re.findall(r'href="([^"]+)"', nav.group(0))
-    assert links == [
+    # Every page of the app is in the menu.
+    assert set(links) >= {
         "/portal/orders",
         "/portal/cars",
         "/portal/store",
@@ -89,7 +90,7 @@ def test_the_portal_registers_the_app_and_its_menu_reaches_every_page(
         "/portal/notifications",
         "/portal/key",
         "/portal/privacy",
-    ]
+    }
     for link in links:
         assert app_client.get(link).status_code == 200, link
 

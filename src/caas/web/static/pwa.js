@@ -1,4 +1,5 @@
-// The page's side of the customer app: registers the service worker on the portal's pages,
+// The page's side of the customer app: scrolls the phone's one-row menu to the current page,
+// registers the service worker on the portal's pages,
 // asks it to keep each car's page from the list of cars, lists the kept cars on the offline
 // page, and deletes the kept pages when nobody is logged in any more (after logging out).
 (function () {
@@ -15,6 +16,13 @@
   document.querySelectorAll('form[action="/logout"], form[action="/logout/everywhere"]').forEach(function (form) {
     form.addEventListener("submit", function () { if (window.caches) caches.delete(PAGES); });
   });
+
+  // On a phone the menu is one row that scrolls sideways: show where the reader is.
+  var current = document.querySelector(".nav [aria-current=page]");
+  var menu = current && current.parentElement;
+  if (menu && menu.scrollWidth > menu.clientWidth) {
+    menu.scrollLeft = current.offsetLeft - (menu.clientWidth - current.offsetWidth) / 2;
+  }
 
   if (body.dataset.app === undefined || !("serviceWorker" in navigator)) return;
   navigator.serviceWorker.register("/sw.js", { scope: "/portal" }).then(function () {
