@@ -251,6 +251,9 @@ def test_the_ready_customers_journey_is_walked_over_http_and_a_second_run_adds_n
         (purchase,) = client.get("/api/v1/me/file").json()["purchases"]
         assert purchase["vin"] == vin and purchase["state"] == "delivered"
         assert purchase["features"] == list(customer.features)
+        upkeep = client.get("/api/v1/upkeep/preferences").json()
+        assert upkeep["auto_order"] and upkeep["auto_limit_minor"] == customer.auto_limit_minor
+        assert upkeep["preferred_workshop_id"] is not None
     assert count_rows_in(world, "sales") == 1
 
     again = Progress(customer)

@@ -51,6 +51,10 @@ class DemoCustomer:
     salesperson: str
     platform: str
     features: tuple[str, ...]
+    # Upkeep: the preferred official workshop, and the standing consent's limit per order in
+    # minor units (None: off, the customer is asked about every order).
+    workshop: str = ""
+    auto_limit_minor: int | None = None
     password: str = DEMO_PASSWORD
 
     @property
@@ -97,6 +101,8 @@ DEMO_CUSTOMERS = (
         salesperson="sales.madrid@caas.example",
         platform="BOREAL",
         features=("driver_assist",),
+        workshop="Taller Norte",
+        auto_limit_minor=30_000,
     ),
     DemoCustomer(
         email="camille.durand@demo.caas.example",
@@ -112,6 +118,7 @@ DEMO_CUSTOMERS = (
         salesperson="sales.lyon@caas.example",
         platform="AURA",
         features=("driver_assist", "entertainment"),
+        workshop="Atelier Part-Dieu",
     ),
 )
 
@@ -215,8 +222,28 @@ def prepare(
                     raise JourneyError(f"order {number} was cancelled")
                 time.sleep(poll_seconds)
             vin = _vin_of(buyer, sale_id)
+            _choose_upkeep(buyer, customer)
     progress.vin, progress.done = vin, True
     return vin
+
+
+def _choose_upkeep(buyer: httpx.Client, customer: DemoCustomer) -> None:
+    """The customer's preferred workshop and standing consent, as they would set them in the
+    app; the same choice again changes nothing."""
+    places = _ok(buyer.get("/api/v1/upkeep/workshops"))
+    chosen = next((w["id"] for w in places if w["name"] == customer.workshop), None)
+    body = {
+        "auto_order": customer.auto_limit_minor is not None,
+        "auto_limit_minor": customer.auto_limit_minor or 0,
+        "preferred_workshop_id": chosen,
+    }
+    _ok(
+        buyer.put(
+            "/api/v1/upkeep/preferences",
+            json=body,
+            headers={"Idempotency-Key": f"demo-upkeep-{customer.email}"},
+        )
+    )
 
 
 def _sale_of(dealer: httpx.Client, customer: DemoCustomer) -> dict[str, Any] | None:
