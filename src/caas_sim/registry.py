@@ -21,7 +21,7 @@ How a request is answered, in this order:
 
 A registered car's change of holder (`{path}/{vin}/{HOLDER_CHANGE}`) is answered by steps 1-3,
 5 and 6 (the new holder's request), then 200 with the same plate; its deregistration
-(`{path}/{vin}/{DEREGISTRATION}`) by steps 1-3, then 200 with the plate it closed. A VIN never
+(`{path}/{vin}/{DEREGISTRATION}`) by steps 1-3 and 5, then 200 with the plate it closed. A VIN never
 registered there is 404; a deregistered car accepts no change of holder (422).
 `GET /sim/registrations` lists each car's current holder and whether it was deregistered.
 """
@@ -312,6 +312,9 @@ class Registries:
         request = self._validated(voice, wire.Deregistration, body)
         if isinstance(request, JSONResponse):
             return request
+        if country in self.reject_next:
+            ordered_reason, ordered_field = self.reject_next.pop(country)
+            return self._refuse(voice, "R10", ordered_reason, ordered_field)
         self.deregistered[country].setdefault(vin, request["certificate_number"])
         return self._register(voice, plate, status_code=200)
 

@@ -15,6 +15,7 @@ from caas.core.errors import NotFound
 from caas.core.idempotency import check_key, claim, once, store
 from caas.ownership import service
 from caas.ownership.schemas import (
+    RegistryRetryRead,
     ResaleCreate,
     ScrappingCreate,
     ScrappingRead,
@@ -292,3 +293,43 @@ def scrap(
         act=act,
     )
     return JSONResponse(answer, status_code=201)
+
+
+@router.post(
+    "/vehicles/{vin}/registry/retry",
+    response_model=RegistryRetryRead,
+    summary="Send a refused change of holder or deregistration to the registry again",
+    description="An operator, or a dealer for a car their dealership sold (404 for others). "
+    "The request goes again with the data as they are now (correct the holder's details "
+    "first), by the same job, retried while the registry is down. 409 "
+    "`ownership.nothing_refused` when the registry refused nothing for the car.",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def retry_registry(
+    vin: Vin,
+    session: DbSession,
+    clock: ClockDep,
+    user: Scrapper,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        refusal = service.retry_registry(session, user=user, vin=vin, actor=actor_of(user), now=now)
+        return RegistryRetryRead(
+            vin=vin.upper(),
+            request=refusal.kind,
+            refused=refusal.reason,
+            registry_state=refusal.row.registry_state,
+        ).model_dump(mode="json")
+
+    answer = once(
+        session,
+        principal=f"user:{user.id}",
+        key=idempotency_key,
+        operation=f"vehicle.registry_retry:{vin.upper()}",
+        request={},
+        now=now,
+        act=act,
+    )
+    return JSONResponse(answer)

@@ -20,7 +20,7 @@ from caas.core.history import Actor
 from caas.core.outbox import Handler, RetryLater
 from caas.core.settings import Settings
 from caas.ownership.models import Scrapping, Transfer
-from caas.ownership.service import REFUND_TOPIC, REGISTRY_TOPIC, record_event
+from caas.ownership.service import REFUND_TOPIC, REGISTRY_TOPIC, record_event, registry_refused
 from caas.registration.base import Registered, RegistrationAdapter, RegistryUnavailable
 from caas.registration.client import RegistryClient
 from caas.registration.countries import adapter_for
@@ -70,6 +70,8 @@ def _answered(
         now=now,
         details=details,
     )
+    if not isinstance(outcome, Registered):
+        registry_refused(session, vehicle, row, reason=outcome.reason, now=now)
     log.info("ownership.registry_answered", vin=vehicle.vin, kind=kind, state=row.registry_state)
 
 

@@ -133,3 +133,12 @@ class ScrappingRead(BaseModel):
             scrapped_at=scrapping.scrapped_at,
             registry_state=scrapping.registry_state,
         )
+
+
+class RegistryRetryRead(BaseModel):
+    """A refused registry request sent again."""
+
+    vin: str = Field(description="The car's VIN", examples=[VIN_EXAMPLE])
+    request: str = Field(description="holder_change or deregistration", examples=["holder_change"])
+    refused: str = Field(description="Why the registry refused it last time")
+    registry_state: str = Field(description="pending: the job sends it again", examples=["pending"])

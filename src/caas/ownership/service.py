@@ -32,7 +32,7 @@ from caas.accounts import service as accounts
 from caas.accounts.models import Role, User
 from caas.core.db import unit_of_work
 from caas.core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from caas.core.history import Actor, record
+from caas.core.history import Actor, HistoryEntry, record
 from caas.core.outbox import enqueue
 from caas.core.settings import Settings
 from caas.iot.service import revoke_car_credentials
@@ -525,6 +525,11 @@ def _scrappable(session: Session, user: User, vin: str) -> Vehicle:
     return vehicle
 
 
+def dealer_car(session: Session, user: User, vin: str) -> Vehicle:
+    """A car the dealer's dealership sold (an operator: any car); 404 for anyone else."""
+    return _scrappable(session, user, vin)
+
+
 def scrap(
     session: Session,
     *,
@@ -599,3 +604,133 @@ def scrap(
 
 def scrapping_of(session: Session, vehicle_id: int) -> Scrapping | None:
     return session.scalars(select(Scrapping).where(Scrapping.vehicle_id == vehicle_id)).first()
+
+
+# --- the registry's refusals --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryRefusal:
+    """The registry's refusal of a car's change of holder or deregistration, to retry."""
+
+    row: Transfer | Scrapping
+    kind: str  # holder_change | deregistration
+    reason: str
+    at: datetime | None
+
+
+def _requested_at(row: Transfer | Scrapping) -> datetime:
+    if isinstance(row, Scrapping):
+        return row.scrapped_at
+    return row.completed_at or row.created_at
+
+
+def refused_registry(session: Session, vehicle: Vehicle) -> RegistryRefusal | None:
+    """The car's newest registry request the registry refused (None when none is refused)."""
+    found: list[Transfer | Scrapping] = [
+        *session.scalars(
+            select(Transfer).where(
+                Transfer.vehicle_id == vehicle.id, Transfer.registry_state == "refused"
+            )
+        ),
+        *session.scalars(
+            select(Scrapping).where(
+                Scrapping.vehicle_id == vehicle.id, Scrapping.registry_state == "refused"
+            )
+        ),
+    ]
+    if not found:
+        return None
+    row = max(found, key=_requested_at)
+    kind = "holder_change" if isinstance(row, Transfer) else "deregistration"
+    entry = session.scalars(
+        select(HistoryEntry)
+        .where(
+            HistoryEntry.subject_type == SUBJECT,
+            HistoryEntry.subject_id == vehicle.id,
+            HistoryEntry.event == f"ownership.registry_{kind}_refused",
+        )
+        .order_by(HistoryEntry.id.desc())
+        .limit(1)
+    ).first()
+    reason = str(entry.details.get("reason", "")) if entry is not None else ""
+    at = entry.at if entry is not None else None
+    return RegistryRefusal(row, kind, reason, at)
+
+
+def registry_refused(
+    session: Session, vehicle: Vehicle, row: Transfer | Scrapping, *, reason: str, now: datetime
+) -> None:
+    """The people who can act on a refusal are told (in the app, and by e-mail): every operator,
+    and the dealer who presented it (a dealer's resale or scrapping)."""
+    presenter_id = row.created_by_user_id if isinstance(row, Transfer) else row.scrapped_by_user_id
+    kind = "holder_change" if isinstance(row, Transfer) else "deregistration"
+    people = list(
+        session.scalars(
+            select(User)
+            .where(
+                (User.role == Role.OPERATOR)
+                | ((User.id == presenter_id) & (User.role == Role.DEALER))
+            )
+            .order_by(User.id)
+        )
+    )
+    for person in people:
+        link = (
+            f"/operator/fleet/{vehicle.vin}"
+            if person.role is Role.OPERATOR
+            else f"/intranet/cars/{vehicle.vin}"
+        )
+        notify_user(
+            session,
+            user_id=person.id,
+            email=person.email,
+            language=person.language,
+            kind="ownership.registry_refused",
+            context={
+                "name": person.full_name,
+                "vin": vehicle.vin,
+                "plate": vehicle.plate or "",
+                "request": kind,
+                "reason": reason,
+                "link": link,
+            },
+            dedupe_key=f"ownership.registry_refused:{kind}:{row.id}:{person.id}:{now.isoformat()}",
+            now=now,
+        )
+
+
+def retry_registry(
+    session: Session, *, user: User, vin: str, actor: Actor, now: datetime
+) -> RegistryRefusal:
+    """Send the refused request to the registry again, with the data as they are now (after
+    the holder's details were corrected); an operator, or a dealer for a car their dealership
+    sold. 409 `ownership.nothing_refused` when the registry refused nothing."""
+    vehicle = _scrappable(session, user, vin)
+    refusal = refused_registry(session, vehicle)
+    if refusal is None:
+        raise Conflict(
+            "the registry refused nothing for this car", code="ownership.nothing_refused"
+        )
+    row = refusal.row
+    row.registry_state = "pending"
+    key = "transfer_id" if isinstance(row, Transfer) else "scrapping_id"
+    enqueue(
+        session,
+        topic=REGISTRY_TOPIC,
+        payload={key: row.id},
+        dedupe_key=f"{REGISTRY_TOPIC}:{key}:{row.id}:retry:{now.isoformat()}",
+        now=now,
+    )
+    record_event(
+        session,
+        vehicle,
+        f"ownership.registry_{refusal.kind}_retried",
+        customer_id=vehicle.owner_customer_id,
+        actor=actor,
+        now=now,
+        from_state="refused",
+        to_state="pending",
+        details={"refused": refusal.reason},
+    )
+    return refusal

@@ -17,6 +17,7 @@ from caas.accounts.deps import actor_of
 from caas.catalog.models import Platform
 from caas.core.api import ClockDep, DbSession
 from caas.core.errors import CaasError
+from caas.ownership.service import refused_registry
 from caas.releases.service import accept_update, awaited_update
 from caas.releases.service import update_status as software_update_of
 from caas.sales import service as sales
@@ -324,5 +325,6 @@ def fleet_car(request: Request, vin: str, session: DbSession, user: OperatorPage
         vehicle,
         back="/operator/fleet",
         may_scrap=True,  # `caas.web.ownership` takes the form
+        refusal=refused_registry(session, vehicle),  # and the registry's, to send again
         new_key=uuid.uuid4().hex,
     )

@@ -95,6 +95,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "event.car.sold": "The car was sold",
         "event.car.received": "The car was received by its new owner",
         "event.car.scrapped": "The car was scrapped",
+        "registry.refused_title": "The registry refused it",
+        "registry.refused": "The registry refused the {request} ({when}): {reason}",
+        "registry.request.holder_change": "change of holder",
+        "registry.request.deregistration": "deregistration",
+        "registry.retry_hint": "Correct what it asks for (the holder's details in their file), then send it again.",
+        "registry.retry": "Send it to the registry again",
+        "flash.registry_retried": "Sent to the registry again; its answer appears in the car's history.",
+        "flash.registry_retry_refused": "Not sent again: {message}",
+        "dealer_car.title": "Car {vin}",
+        "dealer_car.state": "State",
+        "dealer_car.in_service": "in service",
+        "dealer_car.archived": "scrapped",
+        "event.ownership.registry_holder_change_refused": "The registry refused the change of holder",
+        "event.ownership.registry_deregistration_refused": "The registry refused the deregistration",
+        "event.ownership.registry_holder_change_retried": "The change of holder was sent to the registry again",
+        "event.ownership.registry_deregistration_retried": "The deregistration was sent to the registry again",
     },
     "es": {
         "nav.resale": "Reventa",
@@ -145,6 +161,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "event.car.sold": "El coche se vendió",
         "event.car.received": "El coche lo recibió su nuevo propietario",
         "event.car.scrapped": "El coche se dio de baja",
+        "registry.refused_title": "El registro lo rechazó",
+        "registry.refused": "El registro rechazó {request} ({when}): {reason}",
+        "registry.request.holder_change": "el cambio de titular",
+        "registry.request.deregistration": "la baja",
+        "registry.retry_hint": "Corrige lo que pide (los datos del titular en su expediente) y vuelve a enviarlo.",
+        "registry.retry": "Enviarlo de nuevo al registro",
+        "flash.registry_retried": "Enviado de nuevo al registro; su respuesta aparecerá en el historial del coche.",
+        "flash.registry_retry_refused": "No se ha vuelto a enviar: {message}",
+        "dealer_car.title": "Coche {vin}",
+        "dealer_car.state": "Estado",
+        "dealer_car.in_service": "en servicio",
+        "dealer_car.archived": "dado de baja",
+        "event.ownership.registry_holder_change_refused": "El registro rechazó el cambio de titular",
+        "event.ownership.registry_deregistration_refused": "El registro rechazó la baja",
+        "event.ownership.registry_holder_change_retried": "El cambio de titular se envió de nuevo al registro",
+        "event.ownership.registry_deregistration_retried": "La baja se envió de nuevo al registro",
     },
 }
 
@@ -477,6 +509,20 @@ def scrap(
     clock: ClockDep,
     user: OperatorPage,
 ) -> Response:
+    return _scrap(request, vin, form, session, clock, user, page=f"/operator/fleet/{vin.upper()}")
+
+
+def _scrap(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: Session,
+    clock: ClockDep,
+    user: User,
+    *,
+    page: str,
+) -> Response:
+    """The scrap form of the operator's twin page and of the dealer's car page."""
     values = values_of(form)
     now = clock.now()
     try:
@@ -514,6 +560,98 @@ def scrap(
         errors = FormErrors.of(error)
         message = "; ".join([*errors.general, *errors.fields.values()])
         flash(request, "flash.scrap_refused", tone="danger", message=message)
-        return see_other(f"/operator/fleet/{vin.upper()}")
+        return see_other(page)
     flash(request, "flash.car_scrapped", vin=vin.upper())
-    return see_other(f"/operator/fleet/{vin.upper()}")
+    return see_other(page)
+
+
+def _retry_registry(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: Session,
+    clock: ClockDep,
+    user: User,
+    *,
+    page: str,
+) -> Response:
+    """Send the registry's refused request again, once per form key."""
+    values = values_of(form)
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        refusal = service.retry_registry(session, user=user, vin=vin, actor=actor_of(user), now=now)
+        return {"request": refusal.kind}
+
+    try:
+        once_per_form(
+            session,
+            user_id=user.id,
+            values=values,
+            operation=f"web.vehicle.registry_retry:{vin.upper()}",
+            request={},
+            now=now,
+            act=act,
+        )
+    except CaasError as error:
+        if error.status == 404:
+            raise
+        flash(request, "flash.registry_retry_refused", tone="danger", message=error.message)
+        return see_other(page)
+    flash(request, "flash.registry_retried")
+    return see_other(page)
+
+
+@router.post("/operator/fleet/{vin}/registry-retry")
+def operator_retry_registry(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    user: OperatorPage,
+) -> Response:
+    page = f"/operator/fleet/{vin.upper()}"
+    return _retry_registry(request, vin, form, session, clock, user, page=page)
+
+
+# --- the dealer's car page ----------------------------------------------------------------------
+
+
+@router.get("/intranet/cars/{vin}")
+def dealer_car(request: Request, vin: str, session: DbSession, user: DealerPage) -> Response:
+    """A car the dealership sold: its registry's refusal to retry, and the scrap form."""
+    vehicle = service.dealer_car(session, user, vin)
+    context = {
+        "vehicle": vehicle,
+        "model": catalog.get_platform(session, vehicle.platform_id).name,
+        "refusal": service.refused_registry(session, vehicle),
+        "scrapping": service.scrapping_of(session, vehicle.id),
+        "new_key": uuid.uuid4().hex,
+    }
+    return render(request, "intranet/car.html", context)
+
+
+@router.post("/intranet/cars/{vin}/scrap")
+def dealer_scrap(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    user: DealerPage,
+) -> Response:
+    return _scrap(request, vin, form, session, clock, user, page=f"/intranet/cars/{vin.upper()}")
+
+
+@router.post("/intranet/cars/{vin}/registry-retry")
+def dealer_retry_registry(
+    request: Request,
+    vin: str,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    user: DealerPage,
+) -> Response:
+    page = f"/intranet/cars/{vin.upper()}"
+    return _retry_registry(request, vin, form, session, clock, user, page=page)
