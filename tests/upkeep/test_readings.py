@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from caas.upkeep.thresholds import MARKS
 from caas.vehicles import ingest
 from caas.vehicles.models import Vehicle
 from tests.vehicles.cars import Fleet, owned_fleet, telemetry
+from tests.vehicles.test_ingest import statements
 
 WASHER = MARKS["washer_fluid"].signal
 PADS = MARKS["brake_pads"].signal
@@ -51,14 +52,23 @@ def priced(db: Session, need: str) -> None:
 
 
 def read(
-    db: Session, fleet: Fleet, levels: list[float], start: datetime, *, signal: str = WASHER
+    db: Session,
+    fleet: Fleet,
+    levels: list[float],
+    start: datetime,
+    *,
+    signal: str = WASHER,
+    memory: readings.LevelMemory | None = None,
 ) -> None:
     """The car sends `levels` of `signal`, a minute apart, each in its own telemetry batch."""
     for index, level in enumerate(levels):
         at = start + timedelta(minutes=index)
         seq = int(at.timestamp())
         ingest.store_telemetry(
-            db, [telemetry(fleet.order.vin, seq, at, extra={signal: level})], now=at
+            db,
+            [telemetry(fleet.order.vin, seq, at, extra={signal: level})],
+            now=at,
+            upkeep_memory=memory,
         )
 
 
@@ -197,3 +207,43 @@ def test_a_model_without_marks_is_not_watched(db: Session, clock: FixedClock, fl
     read(db, fleet, [5], clock.now())
     assert proposals(db) == []
     assert db.scalars(select(UpkeepLevel).where(UpkeepLevel.vehicle_id == vehicle.id)).all() == []
+
+
+def test_the_ingest_memory_changes_no_decision(
+    db: Session, clock: FixedClock, fleet: Fleet
+) -> None:
+    memory = readings.LevelMemory()
+    now = clock.now()
+    read(db, fleet, [60, 40, 16, 14.9, 15.5, 14.2, 16.8, 30, 12, 39.9], now, memory=memory)
+    assert [p["detail"]["level"] for p in proposals(db)] == [14.9]
+    read(db, fleet, [41, 50, 14], now + timedelta(hours=1), memory=memory)
+    assert [p["detail"]["crossing"] for p in proposals(db)] == [1, 2]
+    # Another process re-armed the mark meanwhile: this one's memory still says tripped, the
+    # database decides (the refresh sends the car again at the latest).
+    db.execute(
+        UpkeepLevel.__table__.update()  # type: ignore[attr-defined]
+        .where(UpkeepLevel.vehicle_id == fleet.order.vehicle_id)
+        .values(tripped=False)
+    )
+    read(db, fleet, [10], now + timedelta(hours=2), memory=memory)
+    assert [p["detail"]["crossing"] for p in proposals(db)] == [1, 2, 3]
+
+
+def test_with_the_ingest_memory_a_batch_of_healthy_cars_sends_no_upkeep_statement(
+    db: Session, clock: FixedClock, fleet: Fleet, connection: Connection
+) -> None:
+    memory = readings.LevelMemory()
+    now = clock.now()
+    full = {WASHER: 90.0, PADS: 10.0}
+    with statements(connection) as first:
+        ingest.store_telemetry(
+            db, [telemetry(fleet.order.vin, 1, now, extra=full)], now=now, upkeep_memory=memory
+        )
+    later = now + timedelta(minutes=1)
+    with statements(connection) as steady:
+        ingest.store_telemetry(
+            db, [telemetry(fleet.order.vin, 2, later, extra=full)], now=later, upkeep_memory=memory
+        )
+    assert any("upkeep_levels" in sql for sql in first)
+    assert not any("upkeep" in sql for sql in steady), steady
+    assert len(steady) == 4  # the cars, the consents, the samples, the latest states

@@ -102,11 +102,15 @@ class Sinks:
         """The platform's own: OTA acknowledgements and the vehicles' ingest."""
         from caas.ota.service import record_report
         from caas.releases.service import record_step
+        from caas.upkeep.readings import LevelMemory
         from caas.vehicles import ingest
 
+        upkeep_memory = LevelMemory()  # one per bridge: its single ingest thread uses it
         return cls(
             report=lambda session, item, now: record_report(session, item, now=now),
-            telemetry=lambda session, items, now: ingest.store_telemetry(session, items, now=now),
+            telemetry=lambda session, items, now: ingest.store_telemetry(
+                session, items, now=now, upkeep_memory=upkeep_memory
+            ),
             events=lambda session, items, now: ingest.store_usage_events(session, items, now=now),
             status=lambda session, item, now: ingest.store_status(session, item, now=now),
             software=lambda session, item, now: record_step(session, item, now=now),

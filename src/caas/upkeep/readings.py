@@ -10,39 +10,27 @@ the standing consent applied) runs as an outbox job queued in the same transacti
 step, keyed by (car, mark, crossing number), not in the ingest transaction: a telemetry batch
 carries many cars, and one car's proposal must neither slow their ingest nor roll it back when
 it fails; the job is retried on its own. The step and its job commit together or not at all;
-two ingest replicas racing on the same sample make the same key (one job); a restarted worker
-reads the state back from the table; and `propose` refuses a second open order for a need
-(its partial unique index is the last guard).
+a restarted worker reads the state back from the table; two replicas racing on the same sample
+write it once (the upsert only moves a row to a newer reading); and `propose` refuses a second
+open order for a need (its partial unique index is the last guard).
 
-Cost on the hot path: one SELECT per batch that carries readings (the marks of the batch's
-models joined with their cars' levels); a write only when a state changes, for a car seen for
-the first time, or every `LEVEL_REFRESH` of a car's time to keep the shown level fresh.
+Cost on the hot path: one statement per batch that carries readings, which decides in the
+database and writes only a state that changes, a car seen for the first time, or a level older
+than `LEVEL_REFRESH` of the car's time (to keep the shown level fresh); it returns only what
+was written. Each car's newest reading in a batch counts (a car samples every few seconds, a
+batch lasts milliseconds).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import structlog
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Double,
-    Integer,
-    String,
-    Table,
-    and_,
-    bindparam,
-    case,
-    column,
-    func,
-    select,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from caas.core import outbox
@@ -58,8 +46,59 @@ PROPOSE_TOPIC: Final = "upkeep.propose"
 LEVEL_REFRESH: Final = timedelta(minutes=15)
 SIGNALS: Final = frozenset(MARK_OF_SIGNAL)
 
-_LEVELS: Final = cast(Table, UpkeepLevel.__table__)
-_UTC_TIME: Final = DateTime(timezone=True)
+# The hysteresis, decided where the state is: armed trips beyond the trip level, tripped
+# re-arms beyond the re-arm level ("beyond": below for a mark that trips below, else above).
+# Only rows worth writing are written, only rows written come back.
+_OBSERVE: Final = text(
+    """
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:vehicle_ids AS integer[]), CAST(:platform_ids AS integer[]),
+            CAST(:marks AS text[]), CAST(:levels AS double precision[]),
+            CAST(:below AS boolean[]), CAST(:ats AS timestamptz[])
+        ) AS i (vehicle_id, platform_id, mark, level, below, at)
+    ),
+    judged AS (
+        SELECT i.vehicle_id, i.mark, i.level, i.at, t.trip_level, t.rearm_level,
+               l.tripped AS was_tripped, coalesce(l.trips, 0) AS trips_before,
+               l.observed_at AS stored_at,
+               CASE WHEN coalesce(l.tripped, false)
+                    THEN NOT CASE WHEN i.below THEN i.level > t.rearm_level
+                                  ELSE i.level < t.rearm_level END
+                    ELSE CASE WHEN i.below THEN i.level < t.trip_level
+                              ELSE i.level > t.trip_level END
+               END AS tripped
+        FROM incoming i
+        JOIN upkeep_thresholds t ON t.platform_id = i.platform_id AND t.mark = i.mark
+        LEFT JOIN upkeep_levels l ON l.vehicle_id = i.vehicle_id AND l.mark = i.mark
+        WHERE l.observed_at IS NULL OR i.at > l.observed_at
+    ),
+    decided AS (
+        SELECT * FROM judged
+        WHERE was_tripped IS NULL OR tripped <> was_tripped OR at - stored_at >= :refresh
+    ),
+    written AS (
+        INSERT INTO upkeep_levels AS l
+            (vehicle_id, mark, level, tripped, trips, observed_at, changed_at)
+        SELECT vehicle_id, mark, level, tripped,
+               trips_before + CAST(tripped AND NOT coalesce(was_tripped, false) AS integer),
+               at, :now
+        FROM decided
+        ON CONFLICT (vehicle_id, mark) DO UPDATE SET
+            level = excluded.level,
+            tripped = excluded.tripped,
+            trips = excluded.trips,
+            observed_at = excluded.observed_at,
+            changed_at = CASE WHEN l.tripped <> excluded.tripped
+                              THEN excluded.changed_at ELSE l.changed_at END
+        WHERE l.observed_at < excluded.observed_at
+        RETURNING l.vehicle_id, l.mark, l.trips, l.observed_at
+    )
+    SELECT j.vehicle_id, j.mark, j.tripped, j.was_tripped, j.level, j.at, j.trip_level,
+           j.rearm_level, w.trips, coalesce(w.observed_at, j.stored_at) AS stored_at
+    FROM judged j LEFT JOIN written w USING (vehicle_id, mark)
+    """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,26 +113,79 @@ class Observation:
     at: datetime
 
 
-@dataclass(slots=True)
-class _State:
-    """One (car, mark) as stored, and as the batch moves it."""
+@dataclass(frozen=True, slots=True)
+class _Known:
+    tripped: frozenset[str]
+    refresh_after: datetime  # by the car's clock
 
-    level: float | None
-    tripped: bool
-    trips: int
-    observed_at: datetime | None
-    stored_tripped: bool | None  # None: no row yet
-    stored_at: datetime | None
 
-    def worth_writing(self) -> bool:
-        """A new row, a changed state, or a level older than `LEVEL_REFRESH` in the table."""
-        if self.stored_tripped is None or self.stored_tripped != self.tripped:
+class LevelMemory:
+    """What one ingest process learned of the marks and of each car's state, to leave out of
+    the database statement the readings that cannot change anything (an armed level short of
+    its trip level, a tripped one short of its re-arm level, no refresh due).
+
+    Only a filter: the database decides. When another process moved a car's state, this one
+    sends the car again at its next refresh at the latest; marks are read again every
+    `MARKS_TTL`. About a hundred bytes per car.
+    """
+
+    MARKS_TTL: Final = 60.0  # seconds
+
+    def __init__(self) -> None:
+        self._marks: dict[int, dict[str, tuple[float, float]]] = {}
+        self._marks_read_at = -self.MARKS_TTL
+        self._cars: dict[int, _Known] = {}
+
+    def marks(self, session: Session) -> dict[int, dict[str, tuple[float, float]]]:
+        """Every platform's marks: (trip, re-arm) by mark code."""
+        if time.monotonic() - self._marks_read_at >= self.MARKS_TTL:
+            found: dict[int, dict[str, tuple[float, float]]] = {}
+            for row in session.execute(
+                select(
+                    UpkeepThreshold.platform_id,
+                    UpkeepThreshold.mark,
+                    UpkeepThreshold.trip_level,
+                    UpkeepThreshold.rearm_level,
+                )
+            ):
+                found.setdefault(row.platform_id, {})[row.mark] = (row.trip_level, row.rearm_level)
+            self._marks, self._marks_read_at = found, time.monotonic()
+        return self._marks
+
+    def unchanged(
+        self, session: Session, observation: Observation, mark: Mark, level: float
+    ) -> bool:
+        """Whether this reading is known to change nothing (not watched, or same state)."""
+        levels = self.marks(session).get(observation.platform_id, {}).get(mark.code)
+        if levels is None:
             return True
-        return (
-            self.observed_at is not None
-            and self.stored_at is not None
-            and self.observed_at - self.stored_at >= LEVEL_REFRESH
-        )
+        known = self._cars.get(observation.vehicle_id)
+        if known is None or observation.at >= known.refresh_after:
+            return False
+        tripped = mark.code in known.tripped
+        return step(mark, tripped=tripped, level=level, trip=levels[0], rearm=levels[1]) == tripped
+
+    def learn(self, rows: Sequence[Any]) -> None:
+        """The cars' states as the statement judged them."""
+        by_car: dict[int, list[Any]] = {}
+        for row in rows:
+            by_car.setdefault(row.vehicle_id, []).append(row)
+        for vehicle_id, judged in by_car.items():
+            before = self._cars.get(vehicle_id)
+            tripped = set(before.tripped) if before else set()
+            for row in judged:
+                (tripped.add if row.tripped else tripped.discard)(row.mark)
+            refresh_after = min(row.stored_at or row.at for row in judged) + LEVEL_REFRESH
+            if before is not None and len(judged) < len(MARKS):
+                refresh_after = min(refresh_after, before.refresh_after)
+            self._cars[vehicle_id] = _Known(frozenset(tripped), refresh_after)
+
+
+def step(mark: Mark, *, tripped: bool, level: float, trip: float, rearm: float) -> bool:
+    """The hysteresis (as `_OBSERVE` applies it): whether the mark is tripped after `level`."""
+    if tripped:
+        return not mark.rearms(level, rearm)
+    return mark.trips(level, trip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,159 +202,70 @@ class Crossing:
     at: datetime
 
 
-def step(mark: Mark, *, tripped: bool, level: float, trip: float, rearm: float) -> bool:
-    """The hysteresis: whether the mark is tripped after `level` was read."""
-    if tripped:
-        return not mark.rearms(level, rearm)
-    return mark.trips(level, trip)
-
-
 def observe(
-    session: Session, observations: Sequence[Observation], *, now: datetime
+    session: Session,
+    observations: Sequence[Observation],
+    *,
+    now: datetime,
+    memory: LevelMemory | None = None,
 ) -> list[Crossing]:
-    """Move each (car, mark) of the batch through its readings in the car's time order; queue
-    a proposal job per crossing of a trip level. Returns the crossings (both directions)."""
-    watched = [o for o in observations if SIGNALS.intersection(o.readings)]
-    if not watched:
-        return []
-    cars = {o.vehicle_id: o for o in watched}
-    marks = _marks_of(session, {(o.vehicle_id, o.platform_id) for o in watched})
-    if not marks:
-        return []
-    crossings: list[Crossing] = []
-    writes: dict[tuple[int, str], _State] = {}
-    by_car: dict[int, list[Observation]] = defaultdict(list)
-    for observation in watched:
-        by_car[observation.vehicle_id].append(observation)
-    for vehicle_id, seen in by_car.items():
-        seen.sort(key=lambda o: o.at)
-        for (code, trip, rearm), state in marks.get(vehicle_id, {}).items():
-            mark = MARKS[code]
-            moved = False
-            for observation in seen:
-                value = observation.readings.get(mark.signal)
-                if value is None or (
-                    state.observed_at is not None and observation.at <= state.observed_at
-                ):
-                    continue  # older than what is kept (batches may arrive out of order)
-                level = mark.level(value)
-                tripped = step(mark, tripped=state.tripped, level=level, trip=trip, rearm=rearm)
-                if tripped != state.tripped:
-                    state.trips += int(tripped)
-                    crossings.append(
-                        Crossing(
-                            vehicle_id,
-                            mark,
-                            level,
-                            trip,
-                            rearm,
-                            tripped,
-                            state.trips,
-                            observation.at,
-                        )
-                    )
-                state.level, state.tripped, state.observed_at, moved = (
-                    level,
-                    tripped,
-                    observation.at,
-                    True,
-                )
-            if moved and state.worth_writing():
-                writes[(vehicle_id, code)] = state
-    if writes:
-        _store(session, writes, now=now)
-    for crossing in crossings:
-        _crossed(session, crossing, cars[crossing.vehicle_id], now=now)
-    return crossings
+    """Move each (car, mark) of the batch by the car's newest reading; queue a proposal job
+    per crossing of a trip level, history for both directions. Returns the crossings.
 
-
-def _marks_of(
-    session: Session, cars: set[tuple[int, int]]
-) -> dict[int, dict[tuple[str, float, float], _State]]:
-    """For each car, its model's marks with the car's stored state (one statement)."""
-    pairs = sorted(cars)
-    source = (
-        func.unnest(
-            bindparam("vehicle_ids", [v for v, _ in pairs], type_=ARRAY(Integer())),
-            bindparam("platform_ids", [p for _, p in pairs], type_=ARRAY(Integer())),
-        )
-        .table_valued(column("vehicle_id", Integer()), column("platform_id", Integer()))
-        .render_derived()
-    )
-    query = (
-        select(
-            source.c.vehicle_id,
-            UpkeepThreshold.mark,
-            UpkeepThreshold.trip_level,
-            UpkeepThreshold.rearm_level,
-            UpkeepLevel.level,
-            UpkeepLevel.tripped,
-            UpkeepLevel.trips,
-            UpkeepLevel.observed_at,
-        )
-        .select_from(source)
-        .join(UpkeepThreshold, UpkeepThreshold.platform_id == source.c.platform_id)
-        .outerjoin(
-            UpkeepLevel,
-            and_(
-                UpkeepLevel.vehicle_id == source.c.vehicle_id,
-                UpkeepLevel.mark == UpkeepThreshold.mark,
-            ),
-        )
-    )
-    found: dict[int, dict[tuple[str, float, float], _State]] = defaultdict(dict)
-    for row in session.execute(query):
-        if row.mark not in MARKS:
-            continue
-        found[row.vehicle_id][(row.mark, row.trip_level, row.rearm_level)] = _State(
+    With `memory` (the ingest process's), readings known to change nothing stay out of the
+    statement, so a batch of healthy cars costs no round trip."""
+    newest: dict[tuple[int, str], tuple[Observation, float]] = {}
+    for observation in observations:
+        for signal, value in observation.readings.items():
+            mark = MARK_OF_SIGNAL.get(signal)
+            if mark is None:
+                continue
+            key = (observation.vehicle_id, mark.code)
+            kept = newest.get(key)
+            if kept is None or observation.at > kept[0].at:
+                newest[key] = (observation, mark.level(value))
+    if memory is not None:
+        newest = {
+            key: (seen, level)
+            for key, (seen, level) in newest.items()
+            if not memory.unchanged(session, seen, MARKS[key[1]], level)
+        }
+    if not newest:
+        return []
+    items = list(newest.items())
+    rows = session.execute(
+        _OBSERVE,
+        {
+            "vehicle_ids": [vehicle_id for (vehicle_id, _), _ in items],
+            "platform_ids": [seen.platform_id for _, (seen, _) in items],
+            "marks": [mark for (_, mark), _ in items],
+            "levels": [level for _, (_, level) in items],
+            "below": [MARKS[mark].direction == "below" for (_, mark), _ in items],
+            "ats": [seen.at for _, (seen, _) in items],
+            "refresh": LEVEL_REFRESH,
+            "now": now,
+        },
+    ).all()
+    if memory is not None:
+        memory.learn(rows)
+    crossings = [
+        Crossing(
+            vehicle_id=row.vehicle_id,
+            mark=MARKS[row.mark],
             level=row.level,
-            tripped=bool(row.tripped),
-            trips=row.trips or 0,
-            observed_at=row.observed_at,
-            stored_tripped=row.tripped,
-            stored_at=row.observed_at,
+            trip_level=row.trip_level,
+            rearm_level=row.rearm_level,
+            tripped=row.tripped,
+            trips=row.trips,
+            at=row.at,
         )
-    return found
-
-
-def _store(session: Session, writes: dict[tuple[int, str], _State], *, now: datetime) -> None:
-    """The states worth keeping, in one statement; a row already holding a newer reading
-    (another replica's batch) is left as it is."""
-    items = sorted(writes.items())
-    columns: dict[str, tuple[Any, list[Any]]] = {
-        "vehicle_id": (Integer(), [vehicle_id for (vehicle_id, _), _ in items]),
-        "mark": (String(), [mark for (_, mark), _ in items]),
-        "level": (Double(), [state.level for _, state in items]),
-        "tripped": (Boolean(), [state.tripped for _, state in items]),
-        "trips": (Integer(), [state.trips for _, state in items]),
-        "observed_at": (_UTC_TIME, [state.observed_at for _, state in items]),
-    }
-    source = (
-        func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, (kind, _) in columns.items()))
-        .table_valued(*(column(name, kind) for name, (kind, _) in columns.items()))
-        .render_derived()
-    )
-    statement = insert(_LEVELS).from_select(
-        [*columns, "changed_at"],
-        select(*(source.c[name] for name in columns), bindparam("now", now, type_=_UTC_TIME)),
-    )
-    new, old = statement.excluded, _LEVELS.c
-    session.connection().execute(
-        statement.on_conflict_do_update(
-            index_elements=["vehicle_id", "mark"],
-            set_={
-                "level": new.level,
-                "tripped": new.tripped,
-                "trips": new.trips,
-                "observed_at": new.observed_at,
-                "changed_at": case(
-                    (old.tripped != new.tripped, new.changed_at), else_=old.changed_at
-                ),
-            },
-            where=old.observed_at < new.observed_at,
-        ),
-        {name: values for name, (_, values) in columns.items()},
-    )
+        for row in rows
+        if row.trips is not None and row.tripped != bool(row.was_tripped)
+    ]
+    for crossing in crossings:
+        seen, _ = newest[(crossing.vehicle_id, crossing.mark.code)]
+        _crossed(session, crossing, seen, now=now)
+    return crossings
 
 
 def _crossed(session: Session, crossing: Crossing, car: Observation, *, now: datetime) -> None:

@@ -12,7 +12,7 @@ nothing: the bridge commits each batch as one transaction.
   `location_history` no position. Consent is read with every batch, so withdrawing it stops
   the storing from the next batch on.
 - The levels upkeep watches go to `caas.upkeep.readings.observe` in the batch's transaction
-  (one more statement per batch that carries them).
+  (one more statement for a batch with a reading that may change a mark).
 - The twin's latest state (`VehicleState`) follows the newest message; the odometer never goes
   back; a new software version reported by the car updates the car's record and its history.
 """
@@ -157,8 +157,17 @@ def _newer(at: datetime, seq: int, than_at: datetime | None, than_seq: int | Non
     return (at, seq) > (than_at, than_seq if than_seq is not None else -1)
 
 
-def store_telemetry(session: Session, items: Sequence[Telemetry], *, now: datetime) -> int:
+def store_telemetry(
+    session: Session,
+    items: Sequence[Telemetry],
+    *,
+    now: datetime,
+    upkeep_memory: upkeep.LevelMemory | None = None,
+) -> int:
     """Store a batch of telemetry; returns how many samples were new.
+
+    `upkeep_memory`: the ingest process's `caas.upkeep.readings.LevelMemory`, which spares
+    upkeep's statement when no reading of the batch can change a mark.
 
     Samples of unknown cars are dropped; duplicates are dropped by the unique key. Statements:
     the cars, the owners' consents (when a car has an owner), the samples, the latest state;
@@ -186,7 +195,7 @@ def store_telemetry(session: Session, items: Sequence[Telemetry], *, now: dateti
         if best is None or (row.sample.at, row.sample.seq) > (best.sample.at, best.sample.seq):
             newest[row.car.id] = row
     _upsert_latest(session, list(newest.values()), now=now)
-    _upkeep_readings(session, kept, now=now)
+    _upkeep_readings(session, kept, now=now, memory=upkeep_memory)
     for row in newest.values():
         car, sample = row.car, row.sample
         if _newer(sample.at, sample.seq, car.telemetry_at, car.telemetry_seq):
@@ -194,7 +203,9 @@ def store_telemetry(session: Session, items: Sequence[Telemetry], *, now: dateti
     return stored
 
 
-def _upkeep_readings(session: Session, kept: list[_Kept], *, now: datetime) -> None:
+def _upkeep_readings(
+    session: Session, kept: list[_Kept], *, now: datetime, memory: upkeep.LevelMemory | None
+) -> None:
     """The levels upkeep watches (fluids, wear, service due) go to its detection whatever the
     owner's optional consents: looking after the car is the service itself (`SERVICE`).
     Duplicates are harmless: detection ignores readings not newer than the level it keeps."""
@@ -213,6 +224,7 @@ def _upkeep_readings(session: Session, kept: list[_Kept], *, now: datetime) -> N
             if row.sample.extra
         ],
         now=now,
+        memory=memory,
     )
 
 
