@@ -20,6 +20,8 @@ var SHELL_FILES = [
 ];
 // The car's pages and their JSON: from the network when there is one, else the last copy.
 var CAR_PAGES = /^\/portal\/cars(\/|$)/;
+// Never kept, even for the owner: a page that shows a one-time transfer code.
+var NEVER_KEPT = /\/sell(\/|$)/;
 var SAVED_AT = "X-Caas-Saved-At";
 
 self.addEventListener("install", function (event) {
@@ -75,6 +77,7 @@ self.addEventListener("fetch", function (event) {
 function keep(request) {
   return function (response) {
     if (!response.ok || response.redirected || response.type !== "basic") return response;
+    if (NEVER_KEPT.test(new URL(request.url).pathname)) return response;
     var copy = response.clone();
     copy.blob().then(function (body) {
       var headers = new Headers(copy.headers);
