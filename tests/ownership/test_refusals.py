@@ -155,6 +155,8 @@ def test_a_dealer_scraps_from_the_intranet_car_page_and_sends_a_refused_deregist
 
     web_log_in(app_client, DEALERS["ES"])
     page = f"/intranet/cars/{vin}"
+    sale_page = app_client.get(f"/intranet/sales/{registered.car.sale_id}").text
+    assert f'href="{page}"' in sale_page  # reached from the order's page
     assert "data-scrap" in app_client.get(page).text
     without_token = app_client.post(
         f"{page}/scrap", data={"reason": "Flood", "certificate_number": "CD-1"}
