@@ -35,7 +35,8 @@ DESCRIPTIONS: Final[dict[Purpose, str]] = {
     "product_improvement": "Let the maker use the car's usage, without your name, to improve "
     "its cars and options",
     "tailored_offers": "Suggest offers that suit how you actually use the car (read from your "
-    "metered use)",
+    "metered use, the days and km the car is driven and, with driving_style too, its motorway "
+    "trips)",
 }
 
 # Invoices and the ledger outlive an erasure: tax law keeps them (Spain's Ley General
