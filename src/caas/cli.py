@@ -457,6 +457,21 @@ def sim_vehicles(
         float,
         typer.Option(min=0.0, max=1.0, help="Share of software installs that fail and roll back."),
     ] = 0.0,
+    drive_speed: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=300.0, help="Every car drives by itself at this speed (km/h); 0: parked."
+        ),
+    ] = 0.0,
+    pace: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=1_000_000.0,
+            help="The cars' lives (distance, wear, ageing) go this many times faster than "
+            "their clocks: a demo car needs its service within minutes.",
+        ),
+    ] = 1.0,
 ) -> None:
     """Run simulated cars, each a real MQTT client with its own credentials, in one process;
     their screens (`/cars`) and local key endpoints on --port. Ctrl-C disconnects them."""
@@ -485,6 +500,9 @@ def sim_vehicles(
         platform_url=platform_url,
         install_failure_rate=install_failure_rate,
     )
+    if drive_speed > 0:
+        for agent in fleet:
+            agent.cruise(drive_speed, pace=pace)
     _stderr().print(
         f"{len(fleet)} cars connecting to {endpoint.host}:{endpoint.port}; "
         f"their screens on http://{host}:{port}/cars"

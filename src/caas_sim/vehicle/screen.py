@@ -22,10 +22,21 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, select_autoescape
 from pydantic import BaseModel, Field
 
+from caas_sim.vehicle import wear
 from caas_sim.vehicle.agent import FeatureOnCar, KeyAction, KeyRefusal, VehicleAgent
 from caas_sim.vehicle.fleet import TELEMETRY_SECONDS, Fleet
+from caas_sim.vehicle.wear import NEEDS, Need
 
 REFRESH_SECONDS = 2
+LEVEL_NAMES = {
+    wear.DISTANCE_TO_SERVICE: "Service due in (km)",
+    wear.TIME_TO_SERVICE: "Service due in (s)",
+    wear.WASHER_FLUID: "Washer fluid (%)",
+    wear.ADBLUE: "AdBlue (%)",
+    wear.TYRE_TREAD: "Tyre tread (mm)",
+    wear.BRAKE_PAD_WEAR: "Brake pad wear (%)",
+    wear.BATTERY_12V_HEALTH: "12 V battery health (%)",
+}
 
 _REFUSALS: dict[KeyRefusal, str] = {
     "not_paired": "No phone is paired with this car yet: it cannot be operated.",
@@ -77,6 +88,36 @@ class CarScreen(BaseModel):
         default=None,
         description="The latest software update: version, step and error",
         examples=["8.1.0 installing"],
+    )
+    levels: dict[str, float] = Field(
+        default_factory=dict,
+        description="What the car's sensors read of its fluids, wear and service due, by "
+        "signal name (`caas_sim.vehicle.wear`)",
+        examples=[{"Vehicle.Body.Windshield.Front.WasherFluid.Level": 42.5}],
+    )
+    pace: float = Field(default=1.0, description="How much faster than its clock the car lives")
+
+
+class DriveControl(BaseModel):
+    """Make the simulated car drive by itself (a tool for tests and the demo)."""
+
+    speed_kmh: float = Field(ge=0, le=300, description="0 parks the car", examples=[120])
+    pace: float = Field(
+        default=1.0,
+        ge=1,
+        le=1_000_000,
+        description="Its distance, wear and ageing go this many times faster than its clock",
+        examples=[2000],
+    )
+
+
+class ServiceDone(BaseModel):
+    """What a workshop did on the car: those levels are new or full again."""
+
+    needs: list[Need] = Field(
+        default_factory=lambda: list(NEEDS),
+        description="The needs done; all when left out",
+        examples=[["washer_fluid"]],
     )
 
 
@@ -152,6 +193,8 @@ def car_screen(agent: VehicleAgent, now: datetime) -> CarScreen:
         hardware=list(agent.hardware),
         locked=agent.locked,
         started=agent.started,
+        levels=agent.consumables.readings(diesel=agent.diesel),
+        pace=agent.pace,
         last_report=(
             f"{report.status} version {report.version}"
             + (f" ({report.reason})" if report.reason else "")
@@ -244,7 +287,9 @@ software {{ s.software_version }}{% if s.software_update %} · update
 <span class="{{ 'wait' if f.waiting_for_park else ('on' if f.on else
 'off') }}">{{ 'On' if f.on else 'Off' }}{% if f.waiting_for_park %} (waiting to be parked)
 {% endif %}</span></div>{% else %}<p class="muted">Base platform: no options.</p>{% endfor %}
-<h2>Phone keys</h2>{% for p in s.phones %}<div class="row"><span>{{ p }}</span>
+{% if s.levels %}<h2>Levels</h2>{% for signal, value in s.levels.items() %}<div class="row">
+<span>{{ level_names.get(signal, signal) }}</span><span>{{ value }}</span></div>{% endfor %}
+{% endif %}<h2>Phone keys</h2>{% for p in s.phones %}<div class="row"><span>{{ p }}</span>
 <span class="on">Paired</span></div>{% else %}<p class="muted">No phone paired.</p>{% endfor %}
 {% if s.last_report %}<p class="muted">Last answer to the platform: {{ s.last_report }}</p>
 {% endif %}</main></body></html>"""
@@ -328,7 +373,9 @@ def create_app(
 
     @app.get("/cars/{vin}", response_class=HTMLResponse, summary="The car's screen")
     def car_page(vin: VinPath) -> str:
-        return _CAR.render(s=screen_of(find(vin)), refresh=REFRESH_SECONDS, style=_STYLE)
+        return _CAR.render(
+            s=screen_of(find(vin)), refresh=REFRESH_SECONDS, style=_STYLE, level_names=LEVEL_NAMES
+        )
 
     @app.get("/api/cars", response_model=list[CarScreen], summary="Every car's screen, as JSON")
     def list_screens() -> list[CarScreen]:
@@ -348,6 +395,26 @@ def create_app(
         agent.install_failure_rate = knobs.install_failure_rate
         if knobs.install_seconds is not None:
             agent.install_seconds = knobs.install_seconds
+        return screen_of(agent)
+
+    @app.post(
+        "/sim/cars/{vin}/drive",
+        response_model=CarScreen,
+        summary="Make the car drive by itself at a speed, its life going faster than its clock",
+    )
+    def drive(vin: VinPath, control: DriveControl) -> CarScreen:
+        agent = find(vin)
+        agent.cruise(control.speed_kmh, pace=control.pace)
+        return screen_of(agent)
+
+    @app.post(
+        "/sim/cars/{vin}/serviced",
+        response_model=CarScreen,
+        summary="A workshop did these needs on the car: its sensors read them new or full",
+    )
+    def serviced(vin: VinPath, done: ServiceDone) -> CarScreen:
+        agent = find(vin)
+        agent.serviced(done.needs)
         return screen_of(agent)
 
     @app.post(
