@@ -7,14 +7,16 @@
   "use strict";
   var EVERY_MS = 4000;
 
-  // Calls `changed(status)` whenever the status differs from the first one seen.
-  function follow(statusUrl, changed) {
+  // Calls `changed(status)` whenever the status differs from the first one seen; with
+  // `fromFirst`, for the first one too (the order moved on between the page and the stream:
+  // the callback compares with what the page shows).
+  function follow(statusUrl, changed, fromFirst) {
     var known = null;
     var timer = null;
 
     function seen(status) {
       var text = JSON.stringify(status);
-      if (known === null) known = text;
+      if (known === null) { known = text; if (fromFirst) changed(status); }
       else if (text !== known) { known = text; changed(status); }
       return status;
     }
@@ -70,7 +72,7 @@
       if (status.state === known && status.payment_in_progress === paying) return;
       if (busyTyping()) order.querySelector("[data-live-changed]").hidden = false;
       else window.location.reload();
-    });
+    }, true);
   }
 
   var car = document.getElementById("car-live");
