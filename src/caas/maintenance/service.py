@@ -150,7 +150,8 @@ def record_service(
             field="performed_at",
             code="maintenance.performed_in_future",
         )
-    if performed_at < vehicle.built_at:
+    # Forms give the time to the minute: a car built this minute is not "not built yet".
+    if performed_at < vehicle.built_at.replace(second=0, microsecond=0):
         raise InvalidInput(
             "the car had not been built yet at that time",
             field="performed_at",
