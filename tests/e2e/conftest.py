@@ -17,12 +17,18 @@ from caas.core.clock import SystemClock
 from caas.core.db import make_engine, make_session_factory
 from caas.core.net import free_port
 from caas.core.settings import Settings
-from caas.worker import Worker, build_relay
+from caas.iot.local import LocalBroker
+from caas.ota.keys import SigningMaterial
+from caas.worker import Worker, build_relay, build_worker
 from caas_sim.factory import create_app as factory_app
 from caas_sim.payments import create_app as payments_app
 from caas_sim.registry import create_app as registry_app
 from tests.conftest import ScratchDatabases, SmtpInbox
 from tests.e2e.browser import LAUNCH_ARGS, axe_source, chromium_or_skip
+from tests.mqtt import mqtt_broker
+from tests.vehicles.support import signing
+
+__all__ = ["mqtt_broker", "signing"]
 from tests.servers import ServerThread
 
 
@@ -50,8 +56,23 @@ def shared_world(scratch_databases: ScratchDatabases, smtp_server: SmtpInbox) ->
         yield running
 
 
+@pytest.fixture
+def connected_world(
+    scratch_databases: ScratchDatabases,
+    smtp: SmtpInbox,
+    mqtt_broker: LocalBroker,
+    signing: SigningMaterial,
+) -> Iterator[World]:
+    """The world with a real MQTT broker: cars born at the factory get their broker account
+    flashed, and the worker's bridge sends them their signed configurations."""
+    with running_world(scratch_databases, smtp, mqtt_broker) as running:
+        yield running
+
+
 @contextmanager
-def running_world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Iterator[World]:
+def running_world(
+    scratch_databases: ScratchDatabases, smtp: SmtpInbox, mqtt: LocalBroker | None = None
+) -> Iterator[World]:
     engine = make_engine(scratch_databases.create())
     sessions = make_session_factory(engine)
     ports = {name: free_port() for name in ("platform", "factory", "payments", "registry")}
@@ -66,6 +87,14 @@ def running_world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Itera
         # Where the customer's browser tokenises a card: the sandbox itself, on this machine.
         payment_public_url=urls["payments"],
     )
+    if mqtt is not None:
+        settings = settings.model_copy(
+            update={
+                "mqtt_url": mqtt.service_url,
+                "mqtt_admin_username": mqtt.admin_username,
+                "mqtt_admin_password": mqtt.admin_password,
+            }
+        )
     servers = [
         ServerThread(
             create_app(settings=settings, sessions=sessions, clock=SystemClock()),
@@ -92,7 +121,11 @@ def running_world(scratch_databases: ScratchDatabases, smtp: SmtpInbox) -> Itera
     ]
     for server in servers:
         server.start()
-    worker = Worker(build_relay(settings, sessions, SystemClock()), idle_seconds=0.02)
+    worker = (
+        build_worker(settings, sessions, SystemClock())
+        if mqtt is not None
+        else Worker(build_relay(settings, sessions, SystemClock()), idle_seconds=0.02)
+    )
     worker.start()
     try:
         yield World(
