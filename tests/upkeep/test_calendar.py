@@ -168,3 +168,36 @@ def test_two_customers_racing_for_the_last_slot_one_gets_it_the_other_is_offered
         return order.state
 
     assert committed.run(take_next) == "confirmed"
+
+
+def test_a_preferred_workshop_without_room_sends_the_proposal_to_the_nearest_with_room(
+    db: Session, settings: Settings
+) -> None:
+    owner = sold_customer(db, settings=settings, now=NOW - timedelta(days=400))
+    car = car_for(
+        db,
+        owner.sale,
+        vin="UPK0CALENDAR00001",
+        built_at=NOW - timedelta(days=380),
+        delivered_at=NOW - timedelta(days=370),
+    )
+    full = small_workshop(db, bays=1)  # open one hour a week: a service never fits
+    actor = Actor(kind="customer", label=owner.email, user_id=owner.user.id)
+    consent.set_preferences(
+        db,
+        customer=owner.customer,
+        auto_order=False,
+        auto_limit_minor=0,
+        preferred_workshop_id=full.id,
+        actor=actor,
+        now=NOW,
+    )
+    service = orders.propose(
+        db, vehicle_id=car.id, need="service", detail={}, actor=Actor.system(), now=NOW
+    )
+    washer = orders.propose(
+        db, vehicle_id=car.id, need="washer_fluid", detail={}, actor=Actor.system(), now=NOW
+    )
+    assert service is not None and washer is not None
+    assert db.get_one(Workshop, service.workshop_id).name == "Taller Norte"
+    assert washer.workshop_id == full.id  # 30 minutes fit there: the preferred one keeps it

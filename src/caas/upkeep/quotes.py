@@ -4,7 +4,7 @@ of the customer's country; 0 ("included") when the customer's maintenance plan c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,9 +14,9 @@ from caas.core.errors import Conflict
 from caas.core.money import percent_of
 from caas.maintenance import service as maintenance
 from caas.sales.models import Customer
-from caas.upkeep import workshops
+from caas.upkeep import calendar, workshops
 from caas.upkeep.models import Part, PartPrice
-from caas.upkeep.rules import PLAN_COVERS
+from caas.upkeep.rules import LEAD_HOURS, PLAN_COVERS
 from caas.vehicles.models import Vehicle
 
 
@@ -31,11 +31,23 @@ class Quote:
     included_in_plan: bool
 
 
+def _workshop_with_room(
+    session: Session, customer: Customer, need: str, at: datetime
+) -> int | None:
+    """The preferred workshop when it has a free slot for the need, else the nearest one that
+    has; the preferred (or nearest) one anyway when none has."""
+    places = workshops.for_customer(session, customer)
+    after = at + timedelta(hours=LEAD_HOURS)
+    for place in places:
+        if calendar.free_slots(session, place, need, after=after, count=1):
+            return place.id
+    return places[0].id if places else None
+
+
 def quote_for(session: Session, *, vehicle: Vehicle, need: str, at: datetime) -> Quote:
     assert vehicle.owner_customer_id is not None
     customer = session.get_one(Customer, vehicle.owner_customer_id)
-    places = workshops.for_customer(session, customer)
-    workshop_id = places[0].id if places else None
+    workshop_id = _workshop_with_room(session, customer, need, at)
     included = need in PLAN_COVERS and maintenance.included_in_plan(session, vehicle, at)
     rate = vat.rate_at(session, customer.country, at)
     rows = session.execute(
