@@ -241,6 +241,7 @@ class FleetFilter:
     online: bool | None = None
     model: str | None = None
     pending: bool | None = None
+    software: str | None = None
     limit: int = 50
     offset: int = 0
 
@@ -268,7 +269,18 @@ def _fleet_query(filters: FleetFilter) -> Select[Vehicle, str, str, VehicleState
             ConfigurationVersion.state.in_(("pending", "deferred")),
         )
         query = query.where(waiting if filters.pending else ~waiting)
+    if filters.software:
+        query = query.where(Vehicle.software_version == filters.software)
     return query
+
+
+def software_versions(session: Session) -> list[str]:
+    """Every software version the fleet's cars run, for the fleet page's filter."""
+    versions = session.scalars(select(Vehicle.software_version).distinct())
+    return sorted(
+        versions,
+        key=lambda version: tuple(int(p) if p.isdigit() else 0 for p in version.split(".")),
+    )
 
 
 def fleet(session: Session, filters: FleetFilter) -> FleetPage:

@@ -291,6 +291,7 @@ def fleet_page(
     online: Annotated[str | None, Query(max_length=5)] = None,
     model: Annotated[str | None, Query(max_length=20)] = None,
     pending: Annotated[str | None, Query(max_length=5)] = None,
+    software: Annotated[str | None, Query(max_length=20)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> Response:
     def choice(value: str | None) -> bool | None:
@@ -300,15 +301,22 @@ def fleet_page(
         online=choice(online),
         model=model or None,
         pending=choice(pending),
+        software=software or None,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )
     fleet = twin.fleet(session, filters)
-    chosen = {"online": online or "", "model": model or "", "pending": pending or ""}
+    chosen = {
+        "online": online or "",
+        "model": model or "",
+        "pending": pending or "",
+        "software": software or "",
+    }
     context: dict[str, Any] = {
         "fleet": fleet,
         "chosen": chosen,
         "models": list(session.scalars(select(Platform.code).order_by(Platform.code))),
+        "software_versions": twin.software_versions(session),
         "page": page,
         "pages": max((fleet.total + PAGE_SIZE - 1) // PAGE_SIZE, 1),
         "query": urlencode({key: value for key, value in chosen.items() if value}),
