@@ -269,3 +269,18 @@ def test_cancel_frees_the_slot_and_gives_the_parts_back(
     again = propose(db, car, "tyre_tread", clock.now())  # a new order for the need is allowed
     assert again.slot_start == slot  # the freed slot is the first free one again
     assert kinds(db, owner.user.id) == ["upkeep.placed", "upkeep.cancelled", "upkeep.placed"]
+
+
+def test_work_done_for_a_customer_without_a_card_is_recorded_and_left_to_the_operator(
+    db: Session, car: Vehicle, owner: SoldCustomer, clock: FixedClock
+) -> None:
+    allow(db, owner, 100_000, clock.now())
+    order = propose(db, car, "battery_12v", clock.now())
+    orders.complete(db, order, workshop_user=workshop_user(db), odometer_km=30_000, now=clock.now())
+    db.commit()
+    assert order.state == "done" and order.payment_id is None
+    assert order.detail["charge"] == "no_payment_method"
+    events = [e.event for e in subject_history(db, "service_order", order.id)]
+    assert events[-2:] == ["upkeep.done", "upkeep.charge_failed"]
+    again = propose(db, car, "battery_12v", clock.now())  # done: a new order may follow
+    assert again.id != order.id
