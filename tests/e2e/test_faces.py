@@ -97,6 +97,8 @@ def test_the_dealers_pages(faces: Faces, sold: dict[str, str]) -> None:
     expect(field).to_have_value("12345678A")  # what was typed stays
     faces.check(page, "dealer-new-sale-errors")
 
+    faces.visit(page, "/intranet/resales/new", "dealer-resale")
+
     # The order's tracking page, from the list.
     faces.visit(page, f"/intranet/sales/{sold['sale']}", "dealer-order")
     expect(page.locator(".page-head [data-state]")).to_have_attribute(
@@ -112,6 +114,7 @@ def test_the_workshops_pages(faces: Faces) -> None:
     page.get_by_role("button", name="Find").click()
     expect(page.locator("main")).to_contain_text("No car with this VIN or plate.")
     faces.check(page, "workshop-not-found")
+    faces.visit(page, "/workshop/upkeep", "workshop-calendar")
     page.context.close()
 
 
@@ -134,6 +137,7 @@ def test_the_operators_pages(faces: Faces, sold: dict[str, str]) -> None:
 
     faces.visit(page, "/operator/finance", "operator-finance")
     faces.visit(page, "/operator/releases", "operator-releases")
+    faces.visit(page, "/operator/releases/new", "operator-release-new")
 
     # The audit trail, searched by the customer's e-mail: the sale made above is there.
     faces.visit(page, "/operator/audit", "operator-audit")
@@ -144,6 +148,9 @@ def test_the_operators_pages(faces: Faces, sold: dict[str, str]) -> None:
     assert rows.count() >= 1
     expect(page.locator("#audit")).not_to_contain_text("sales.lyon@caas.example")
     faces.check(page, "operator-audit-search")
+    page.locator("#audit tbody tr a[href^='/operator/customers/']").first.click()
+    expect(page).to_have_url(re.compile(r"/operator/customers/\d+$"))
+    faces.check(page, "operator-customer-file")
     page.context.close()
 
 
@@ -164,6 +171,10 @@ def test_the_customers_pages_on_a_phone(faces: Faces, sold: dict[str, str]) -> N
         ("/portal/payment-methods", "customer-payment-methods"),
         ("/portal/notifications", "customer-notifications"),
         ("/portal/privacy", "customer-privacy"),
+        ("/portal/store", "customer-store"),
+        ("/portal/upkeep", "customer-upkeep"),
+        ("/portal/receive", "customer-receive"),
+        ("/portal/offline", "customer-offline"),
     ):
         faces.visit(page, path, name)
         _fits_the_screen(page)
@@ -200,4 +211,17 @@ def test_the_keyboard_reaches_the_content_first(faces: Faces) -> None:
     page.locator("nav.nav a[href='/operator/fleet']").focus()
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/operator/fleet$"))
+    page.context.close()
+
+
+def test_the_pages_without_a_session(faces: Faces) -> None:
+    page = faces.window(PHONE)
+    for path, name in (
+        ("/login", "anonymous-login"),
+        ("/activate/resend", "anonymous-resend"),
+        ("/activate?token=not-a-token", "anonymous-activate"),
+        ("/receive", "anonymous-receive"),
+    ):
+        faces.visit(page, path, name)
+        _fits_the_screen(page)
     page.context.close()
