@@ -37,7 +37,7 @@ from caas.core import outbox
 from caas.core.clock import Clock
 from caas.core.history import Actor, record
 from caas.core.outbox import Handler
-from caas.upkeep.readings_models import UpkeepLevel, UpkeepThreshold
+from caas.upkeep.readings_models import UpkeepThreshold
 from caas.upkeep.thresholds import MARK_OF_SIGNAL, MARKS, Mark
 
 log = structlog.get_logger(__name__)
@@ -317,12 +317,6 @@ def _crossed(session: Session, crossing: Crossing, car: Observation, *, now: dat
         dedupe_key=f"{PROPOSE_TOPIC}:{crossing.vehicle_id}:{mark.code}:{crossing.trips}",
         now=now,
     )
-
-
-def levels_of(session: Session, vehicle_id: int) -> dict[str, UpkeepLevel]:
-    """The car's stored levels by mark (what the pages show)."""
-    rows = session.scalars(select(UpkeepLevel).where(UpkeepLevel.vehicle_id == vehicle_id))
-    return {row.mark: row for row in rows}
 
 
 def propose_job(session: Session, payload: Mapping[str, Any], *, now: datetime) -> None:

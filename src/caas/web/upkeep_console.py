@@ -51,6 +51,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "upkeep.mark.tyre_tread": "Tyre tread",
         "upkeep.mark.brake_pads": "Brake pad wear",
         "upkeep.mark.battery_12v": "12 V battery health",
+        "event.upkeep.mark_tripped": "A reading of the car crossed its mark: a fix is proposed",
+        "event.upkeep.mark_rearmed": "A reading of the car is back beyond its mark",
+        "event.upkeep.threshold_set": "Upkeep mark of a model set",
     },
     "es": {
         "nav.upkeep": "Mantenimiento",
@@ -73,6 +76,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "upkeep.mark.tyre_tread": "Dibujo de los neumáticos",
         "upkeep.mark.brake_pads": "Desgaste de las pastillas de freno",
         "upkeep.mark.battery_12v": "Salud de la batería de 12 V",
+        "event.upkeep.mark_tripped": "Una lectura del coche cruzó su umbral: se propone el arreglo",
+        "event.upkeep.mark_rearmed": "Una lectura del coche vuelve a estar más allá de su umbral",
+        "event.upkeep.threshold_set": "Umbral de mantenimiento de un modelo cambiado",
     },
 }
 
