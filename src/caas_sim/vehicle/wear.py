@@ -1,10 +1,11 @@
 """What a simulated car uses up and wears out as it is driven and ages, read by its sensors.
 
 The car reports these levels in its telemetry (`Telemetry.extra`) under COVESA VSS names where
-VSS has the signal (checked against VSS 4.0); two are not in VSS and say so below. Fluids and
-parts go down per km driven, the service counters per km and per day, the 12 V battery's
-health per day. A workshop's service restores what it did on the car (`serviced`): the
-platform never tells a car its levels, the car's sensors read what the workshop filled in.
+VSS has the signal; VSS has no tyre tread depth and no 12 V battery state of health, so those
+two names follow its style and say so below. Fluids and parts go down per km driven, the
+service counters per km and per day, the 12 V battery's health per day. A workshop's service
+restores what it did on the car (`serviced`): the platform never tells a car its levels, the
+car's sensors read what the workshop filled in.
 """
 
 from __future__ import annotations
