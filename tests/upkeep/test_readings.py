@@ -17,7 +17,7 @@ from caas.core.history import subject_history
 from caas.core.settings import Settings
 from caas.upkeep import readings
 from caas.upkeep.models import Part, PartPrice, ServiceOrder
-from caas.upkeep.readings_models import UpkeepLevel
+from caas.upkeep.readings_models import UpkeepLevel, UpkeepThreshold
 from caas.upkeep.thresholds import MARKS
 from caas.vehicles import ingest
 from caas.vehicles.models import Vehicle
@@ -197,8 +197,6 @@ def test_a_model_without_marks_is_not_watched(db: Session, clock: FixedClock, fl
     db.execute(
         UpkeepLevel.__table__.delete().where(UpkeepLevel.vehicle_id == vehicle.id)  # type: ignore[attr-defined]
     )
-    from caas.upkeep.readings_models import UpkeepThreshold
-
     db.execute(
         UpkeepThreshold.__table__.delete().where(  # type: ignore[attr-defined]
             UpkeepThreshold.platform_id == vehicle.platform_id
