@@ -13,6 +13,7 @@ car's screen; the workshop records a service; offline, the car's page shows its 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ class Visitors:
     world: World
     axe: str
     complaints: list[str] = field(default_factory=list)
+    pages: list[str] = field(default_factory=list)
 
     def window(self, viewport: ViewportSize) -> Page:
         context = self.browser.new_context(viewport=viewport, base_url=self.world.platform)
@@ -82,6 +84,7 @@ class Visitors:
         page.screenshot(path=SCREENSHOTS / f"journey-{role}.png", full_page=True)
         violations = axe_violations(page, self.axe)
         assert not violations, f"axe on {page.url}: {violations}"
+        self.pages.append(page.content())
 
     def _listen(self, message: ConsoleMessage) -> None:
         # Chromium logs a page's missing autocomplete hints, failed loads (a favicon's 404) and
@@ -130,9 +133,10 @@ def _fits_the_screen(page: Page) -> None:
 
 
 def test_each_role_walks_the_journey_in_the_browser(
-    connected_world: World, visitors: Visitors
+    connected_world: World, visitors: Visitors, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = connected_world
+    caplog.set_level(logging.INFO)
     payload = sale_payload("ES")
     customer_data = payload["customer"]
     email = customer_data["email"]
@@ -283,6 +287,17 @@ def test_each_role_walks_the_journey_in_the_browser(
         assert "winter_traction" in agent.active_features
 
     assert visitors.complaints == []
+
+    # No password, card number, activation token or session cookie in a log line, and no
+    # password or card number in a page.
+    cookies = [cookie["value"] for page in (customer, dealer) for cookie in page.context.cookies()]
+    token = link.group(0).rsplit("=", 1)[1]
+    card = TEST_CARD[0].replace(" ", "")
+    for secret in (CUSTOMER_PASSWORD, DEMO_PASSWORD, card, TEST_CARD[0], token, *cookies):
+        assert secret not in caplog.text, "a secret in the logs"
+    # (The card form's placeholder shows the sandbox's test number, spaced, as a hint.)
+    for secret in (CUSTOMER_PASSWORD, DEMO_PASSWORD, card):
+        assert not any(secret in html for html in visitors.pages), "a secret in a page"
 
     # 10. The app's shell offline: the car's page, seen once online, still shows the car's last
     #     known state without a network, with a banner saying so.
