@@ -131,6 +131,8 @@ EXPORTED: Final[dict[str, TableExport]] = {
     ),
     "occurrences": TableExport(_links(("schedule_id", "schedules"))),
     "entitlements": TableExport(_links(("customer_id", CUSTOMER))),
+    "service_orders": TableExport(_links(("customer_id", CUSTOMER))),
+    "upkeep_preferences": TableExport(_links(("customer_id", CUSTOMER))),
 }
 
 # Tables with a path to a customer that are deliberately not in the export, and why.
@@ -145,6 +147,13 @@ EXCLUDED: Final[dict[str, str]] = {
     # a car's place in a rollout is exported (`rollout_targets`).
     "software_releases": "the maker's releases, linked only to the operator who made them",
     "rollouts": "the maker's rollout plans, linked only to the operator who made them",
+    # Official workshops are places with a business e-mail; their hours, stock and staff are
+    # the workshop's. An order's slot is exported with the order (`service_orders`).
+    "workshops": "the workshop's business contact, not the person's",
+    "workshop_hours": "a workshop's opening hours",
+    "workshop_stock": "a workshop's parts in stock",
+    "workshop_staff": "which workshop a workshop user works at, not about customers",
+    "workshop_bookings": "a workshop's calendar cells; the slot is exported with the order",
 }
 
 
