@@ -133,6 +133,7 @@ EXPORTED: Final[dict[str, TableExport]] = {
     "entitlements": TableExport(_links(("customer_id", CUSTOMER))),
     "service_orders": TableExport(_links(("customer_id", CUSTOMER))),
     "upkeep_preferences": TableExport(_links(("customer_id", CUSTOMER))),
+    "upkeep_levels": TableExport(_links(("vehicle_id", OWNED_VEHICLES))),
 }
 
 # Tables with a path to a customer that are deliberately not in the export, and why.
