@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,9 @@ from caas.core.errors import CaasError, InvalidInput, NotFound
 from caas.maintenance import service as maintenance
 from caas.maintenance.read import vehicle_services_read
 from caas.maintenance.schemas import ServiceRecordCreate
+from caas.sales.models import Customer
+from caas.store.reminders import maintenance_due_soon
+from caas.upkeep.models import Workshop, WorkshopStaff
 from caas.vehicles import service as vehicles
 from caas.vehicles.models import Vehicle
 from caas.web.csrf import CSRF_FIELD, csrf_protect
@@ -58,10 +62,71 @@ def find_car(session: Session, query: str) -> Vehicle | None:
     return session.scalars(select(Vehicle).where(stored == compact)).first()
 
 
+AREA_PREFIX = 2  # a workshop's area: its country and the first characters of its postal code
+
+
+@dataclass(frozen=True)
+class DueCar:
+    vin: str
+    plate: str | None
+    model: str
+    owner: str
+    due_on: date
+    due_km: int
+    status: str  # "overdue" or "due_soon"
+
+
+def cars_due_in_area(session: Session, workshop: Workshop, *, now: datetime) -> list[DueCar]:
+    """Delivered cars whose owner lives in the workshop's area (same country, same postal-code
+    prefix) and whose next service is overdue or due soon (the owners' reminder's notice:
+    `maintenance_due_soon`); overdue first, then by due date. The area is selected in one
+    query; only its cars have their plan worked out."""
+    today = now.astimezone(ZoneInfo(workshop.timezone)).date()
+    prefix = workshop.postal_code[:AREA_PREFIX]
+    rows = session.execute(
+        select(Vehicle, Customer)
+        .join(Customer, Customer.id == Vehicle.owner_customer_id)
+        .where(
+            Vehicle.delivered_at.is_not(None),
+            Customer.country == workshop.country,
+            func.substr(Customer.postal_code, 1, AREA_PREFIX) == prefix,
+        )
+    ).all()
+    due: list[DueCar] = []
+    for vehicle, customer in rows:
+        summary = maintenance.maintenance_summary(session, vehicle, today=today)
+        point = summary.next_service
+        if point is None or not maintenance_due_soon(
+            point.due_on, point.due_km, today=today, odometer_km=summary.odometer_km
+        ):
+            continue
+        due.append(
+            DueCar(
+                vin=vehicle.vin,
+                plate=vehicle.plate,
+                model=catalog.get_platform(session, vehicle.platform_id).name,
+                owner=customer.full_name,
+                due_on=point.due_on,
+                due_km=point.due_km,
+                status="overdue" if summary.status == "overdue" else "due_soon",
+            )
+        )
+    return sorted(due, key=lambda car: (car.status != "overdue", car.due_on, car.vin))
+
+
+def workshop_of(session: Session, user: User) -> Workshop | None:
+    return session.scalars(
+        select(Workshop)
+        .join(WorkshopStaff, WorkshopStaff.workshop_id == Workshop.id)
+        .where(WorkshopStaff.user_id == user.id)
+    ).first()
+
+
 @router.get("")
 def search_page(
     request: Request,
     session: DbSession,
+    clock: ClockDep,
     user: WorkshopPage,
     q: Annotated[str, Query(max_length=40)] = "",
 ) -> Response:
@@ -71,7 +136,10 @@ def search_page(
         if car is not None:
             return see_other(f"/workshop/cars/{car.vin}")
         errors.add("q", translate(language_of(request, user), "workshop.not_found"))
-    return render(request, "workshop/search.html", {"values": {"q": q}, "errors": errors})
+    workshop = workshop_of(session, user)
+    due = cars_due_in_area(session, workshop, now=clock.now()) if workshop else None
+    context = {"values": {"q": q}, "errors": errors, "workshop": workshop, "due": due}
+    return render(request, "workshop/search.html", context)
 
 
 def _car_zone(car: Vehicle) -> str:
