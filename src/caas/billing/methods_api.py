@@ -12,8 +12,7 @@ from caas.accounts.deps import CustomerUser, actor_of
 from caas.billing import methods
 from caas.billing.methods_schemas import PaymentMethodCreate, PaymentMethodRead
 from caas.billing.provider import PaymentProvider, SandboxProvider
-from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
-from caas.core.idempotency import once
+from caas.core.api import ClockDep, DbSession, SettingsDep, answer_once, error_responses
 
 router = APIRouter(prefix="/api/v1/me/payment-methods", tags=["billing"])
 
@@ -79,16 +78,16 @@ def add_method(
         )
         return PaymentMethodRead.of(method).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation="payment_method.add",
         request=body.model_dump(),
         now=now,
         act=act,
+        status_code=201,
     )
-    return JSONResponse(answer, status_code=201)
 
 
 @router.post(
@@ -114,16 +113,15 @@ def make_default(
         )
         return PaymentMethodRead.of(method).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"payment_method.default:{method_id}",
         request={},
         now=now,
         act=act,
     )
-    return JSONResponse(answer)
 
 
 @router.delete(
@@ -150,13 +148,12 @@ def remove_method(
         )
         return PaymentMethodRead.of(method).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"payment_method.remove:{method_id}",
         request={},
         now=now,
         act=act,
     )
-    return JSONResponse(answer)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from caas.core.clock import Clock
+from caas.core.idempotency import once
 from caas.core.settings import Settings
 
 
@@ -124,3 +127,28 @@ def display_language(accept_language: str | None, fallback: str) -> str:
         if primary in SPOKEN_LANGUAGES:
             return primary
     return fallback
+
+
+def answer_once(
+    session: Session,
+    *,
+    user_id: int,
+    key: str | None,
+    operation: str,
+    request: Any,
+    now: datetime,
+    act: Callable[[], dict[str, Any]],
+    status_code: int = 200,
+) -> JSONResponse:
+    """A command route's answer, run once per the user's Idempotency-Key (`idempotency.once`):
+    a retry with the same key and request gets the first answer again."""
+    answer = once(
+        session,
+        principal=f"user:{user_id}",
+        key=key,
+        operation=operation,
+        request=request,
+        now=now,
+        act=act,
+    )
+    return JSONResponse(answer, status_code=status_code)

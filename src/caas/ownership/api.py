@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from caas.accounts.deps import CurrentUser, Dealer, actor_of, require
 from caas.accounts.models import Role, User
-from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
+from caas.core.api import ClockDep, DbSession, SettingsDep, answer_once, error_responses
 from caas.core.errors import NotFound
 from caas.core.idempotency import check_key, claim, once, store
 from caas.ownership import service
@@ -238,16 +238,16 @@ def record_resale(
         )
         return TransferRead.of(transfer, body.vin.upper()).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation="transfer.resale",
         request=body.model_dump(mode="json"),
         now=now,
         act=act,
+        status_code=201,
     )
-    return JSONResponse(answer, status_code=201)
 
 
 @router.post(
@@ -283,16 +283,16 @@ def scrap(
         )
         return ScrappingRead.of(scrapping, vin.upper()).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"vehicle.scrap:{vin.upper()}",
         request=body.model_dump(mode="json"),
         now=now,
         act=act,
+        status_code=201,
     )
-    return JSONResponse(answer, status_code=201)
 
 
 @router.post(
@@ -323,13 +323,12 @@ def retry_registry(
             registry_state=refusal.row.registry_state,
         ).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"vehicle.registry_retry:{vin.upper()}",
         request={},
         now=now,
         act=act,
     )
-    return JSONResponse(answer)

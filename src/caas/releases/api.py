@@ -7,13 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from sqlalchemy.orm import Session
 
 from caas.accounts.deps import CustomerUser, Operator, actor_of
-from caas.accounts.models import User
 from caas.catalog import service as catalog
-from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
-from caas.core.idempotency import once
+from caas.core.api import ClockDep, DbSession, SettingsDep, answer_once, error_responses
 from caas.releases import service
 from caas.releases.read import release_of, rollout_read
 from caas.releases.schemas import (
@@ -42,29 +39,6 @@ IdempotencyKey = Annotated[
 
 def _codes(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _once(
-    session: Session,
-    user: User,
-    key: str | None,
-    operation: str,
-    request: Any,
-    now: Any,
-    act: Any,
-    *,
-    status_code: int = 200,
-) -> JSONResponse:
-    answer = once(
-        session,
-        principal=f"user:{user.id}",
-        key=key,
-        operation=operation,
-        request=request,
-        now=now,
-        act=act,
-    )
-    return JSONResponse(answer, status_code=status_code)
 
 
 @router.post(
@@ -147,8 +121,15 @@ async def create_release(
         )
         return release_of(session, release).model_dump(mode="json")
 
-    return _once(
-        session, user, idempotency_key, "releases.create", request, now, act, status_code=201
+    return answer_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        operation="releases.create",
+        request=request,
+        now=now,
+        act=act,
+        status_code=201,
     )
 
 
@@ -213,7 +194,15 @@ def update_release(
         return release_of(session, release).model_dump(mode="json")
 
     request = body.model_dump(mode="json", exclude_unset=True)
-    return _once(session, user, idempotency_key, f"releases.update:{release_id}", request, now, act)
+    return answer_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        operation=f"releases.update:{release_id}",
+        request=request,
+        now=now,
+        act=act,
+    )
 
 
 @router.delete(
@@ -252,7 +241,15 @@ def publish_release(
         service.publish_release(session, release, actor=actor_of(user), now=now)
         return release_of(session, release).model_dump(mode="json")
 
-    return _once(session, user, idempotency_key, f"releases.publish:{release_id}", {}, now, act)
+    return answer_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        operation=f"releases.publish:{release_id}",
+        request={},
+        now=now,
+        act=act,
+    )
 
 
 @router.post(
@@ -275,7 +272,15 @@ def withdraw_release(
         service.withdraw_release(session, release, actor=actor_of(user), now=now)
         return release_of(session, release).model_dump(mode="json")
 
-    return _once(session, user, idempotency_key, f"releases.withdraw:{release_id}", {}, now, act)
+    return answer_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        operation=f"releases.withdraw:{release_id}",
+        request={},
+        now=now,
+        act=act,
+    )
 
 
 @router.get(
@@ -338,14 +343,14 @@ def create_rollout(
         return rollout_read(session, rollout).model_dump(mode="json")
 
     request = body.model_dump(mode="json")
-    return _once(
+    return answer_once(
         session,
-        user,
-        idempotency_key,
-        f"releases.rollout:{release_id}",
-        request,
-        now,
-        act,
+        user_id=user.id,
+        key=idempotency_key,
+        operation=f"releases.rollout:{release_id}",
+        request=request,
+        now=now,
+        act=act,
         status_code=201,
     )
 
@@ -386,7 +391,15 @@ def _command(name: str, summary: str, description: str) -> None:
             return rollout_read(session, rollout).model_dump(mode="json")
 
         operation = f"releases.rollout.{name}:{rollout_id}"
-        return _once(session, user, idempotency_key, operation, {}, now, act)
+        return answer_once(
+            session,
+            user_id=user.id,
+            key=idempotency_key,
+            operation=operation,
+            request={},
+            now=now,
+            act=act,
+        )
 
 
 _command(
@@ -458,4 +471,12 @@ def accept_update(
         accepted = service.accept_update(session, vehicle, actor=actor_of(user), now=now)
         return _awaited_read(accepted).model_dump(mode="json")
 
-    return _once(session, user, idempotency_key, f"releases.accept:{vin}", {}, now, act)
+    return answer_once(
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        operation=f"releases.accept:{vin}",
+        request={},
+        now=now,
+        act=act,
+    )

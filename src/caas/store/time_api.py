@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import CustomerUser
 from caas.accounts.models import User
-from caas.core.api import ClockDep, DbSession, error_responses
+from caas.core.api import ClockDep, DbSession, answer_once, error_responses
 from caas.core.idempotency import once
 from caas.store import schedules, subscriptions
 from caas.store.models import Schedule, Subscription
@@ -226,16 +226,16 @@ def create_schedule(
         )
         return schedule_read(session, schedule, now=now).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"schedule.create:{vin.upper()}",
         request=body.model_dump(mode="json"),
         now=now,
         act=act,
+        status_code=201,
     )
-    return JSONResponse(answer, status_code=201)
 
 
 @router.get(
@@ -277,13 +277,12 @@ def cancel_schedule(
         schedule = schedules.cancel_schedule(session, user=user, schedule_id=schedule_id, now=now)
         return schedule_read(session, schedule, now=now).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"schedule.cancel:{schedule_id}",
         request={},
         now=now,
         act=act,
     )
-    return JSONResponse(answer)

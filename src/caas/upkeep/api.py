@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from caas.accounts.deps import CurrentUser, CustomerUser, Workshop, actor_of
 from caas.accounts.models import Role, User
-from caas.core.api import ClockDep, DbSession, error_responses
+from caas.core.api import ClockDep, DbSession, answer_once, error_responses
 from caas.core.errors import NotFound
-from caas.core.idempotency import once
 from caas.sales import service as sales
 from caas.upkeep import calendar, consent, orders, workshops
 from caas.upkeep.models import ServiceOrder
@@ -56,16 +55,15 @@ def _answer(
         order: ServiceOrder = act()
         return order_read(session, order, now=now).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=key,
         operation=operation,
         request=request,
         now=now,
         act=run,
     )
-    return JSONResponse(answer)
 
 
 def _order_for(session: Session, user: User, order_id: int) -> ServiceOrder:
@@ -296,16 +294,15 @@ def put_preferences(
         )
         return preferences_read(session, customer.id, customer.country).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation="upkeep.preferences",
         request=body.model_dump(mode="json"),
         now=now,
         act=act,
     )
-    return JSONResponse(answer)
 
 
 @router.get(

@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from caas.accounts.deps import Operator, actor_of
 from caas.catalog import service as catalog
 from caas.catalog.models import Platform
-from caas.core.api import ClockDep, DbSession, error_responses
-from caas.core.idempotency import once
+from caas.core.api import ClockDep, DbSession, answer_once, error_responses
 from caas.upkeep import thresholds
 from caas.upkeep.thresholds import Threshold, ThresholdChange
 
@@ -147,13 +146,12 @@ def put_thresholds(
         shown = thresholds.set_thresholds(session, found, changes, actor=actor_of(user), now=now)
         return thresholds_read(found, shown).model_dump(mode="json")
 
-    answer = once(
+    return answer_once(
         session,
-        principal=f"user:{user.id}",
+        user_id=user.id,
         key=idempotency_key,
         operation=f"upkeep.thresholds:{found.code}",
         request=body.model_dump(mode="json"),
         now=now,
         act=act,
     )
-    return JSONResponse(answer)
