@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 18:27:50.075374
+Create Date: 2026-12-03 21:38:30.783323
 """
 
 from collections.abc import Sequence
@@ -34,6 +34,23 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_broker_credentials")),
         sa.UniqueConstraint("vin", name=op.f("uq_broker_credentials_vin")),
+    )
+    op.create_table(
+        "configuration_pushes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=40), nullable=False),
+        sa.Column("label", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=120), nullable=True),
+        sa.Column("requested_by", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_configuration_pushes")),
+        sa.UniqueConstraint("key", name=op.f("uq_configuration_pushes_key")),
+    )
+    op.create_index(
+        op.f("ix_configuration_pushes_created_at"),
+        "configuration_pushes",
+        ["created_at"],
+        unique=False,
     )
     op.create_table(
         "countries",
@@ -907,6 +924,12 @@ def upgrade() -> None:
         sa.Column("report_reason", sa.String(length=200), nullable=True),
         sa.Column("active_features", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("push_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["push_id"],
+            ["configuration_pushes.id"],
+            name=op.f("fk_configuration_versions_push_id_configuration_pushes"),
+        ),
         sa.ForeignKeyConstraint(
             ["vehicle_id"],
             ["vehicles.id"],
@@ -916,6 +939,12 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "vehicle_id", "version", name=op.f("uq_configuration_versions_vehicle_id_version")
         ),
+    )
+    op.create_index(
+        op.f("ix_configuration_versions_push_id"),
+        "configuration_versions",
+        ["push_id"],
+        unique=False,
     )
     op.create_index(
         "ix_configuration_versions_waiting",
@@ -1650,6 +1679,7 @@ def downgrade() -> None:
         table_name="configuration_versions",
         postgresql_where="state IN ('pending', 'deferred')",
     )
+    op.drop_index(op.f("ix_configuration_versions_push_id"), table_name="configuration_versions")
     op.drop_table("configuration_versions")
     op.drop_index(op.f("ix_vehicles_owner_customer_id"), table_name="vehicles")
     op.drop_table("vehicles")
@@ -1723,5 +1753,7 @@ def downgrade() -> None:
     op.drop_table("invoice_counters")
     op.drop_table("idempotency_keys")
     op.drop_table("countries")
+    op.drop_index(op.f("ix_configuration_pushes_created_at"), table_name="configuration_pushes")
+    op.drop_table("configuration_pushes")
     op.drop_table("broker_credentials")
     # ### end Alembic commands ###

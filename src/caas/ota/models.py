@@ -12,6 +12,25 @@ from sqlalchemy.orm import Mapped, mapped_column
 from caas.core.db import Base
 
 
+class ConfigurationPush(Base):
+    """One configuration change for many cars at once (a release's wave, a rollout paused,
+    resumed or cancelled, a pass of the window sweep): every version it issued carries its id,
+    so the operator follows how far the change has gone (`caas.ota.pushes`).
+
+    `key` names the change where it is requested more than once in several transactions (one
+    sweep pass in batches), so all its versions share one push.
+    """
+
+    __tablename__ = "configuration_pushes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class ConfigurationVersion(Base):
     """One signed configuration of one car, and what became of it (`caas.ota.rules.CONFIGURATION`).
 
@@ -48,3 +67,5 @@ class ConfigurationVersion(Base):
     report_reason: Mapped[str | None] = mapped_column(String(200))
     active_features: Mapped[list[str] | None] = mapped_column(JSONB)
     superseded_at: Mapped[datetime | None]
+    # The many-car change that issued it (None: a change of this car alone).
+    push_id: Mapped[int | None] = mapped_column(ForeignKey("configuration_pushes.id"), index=True)
