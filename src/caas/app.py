@@ -13,16 +13,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.sessions import SessionMiddleware
 
 from caas import __version__
 from caas.core.api import ErrorBody, ValidationErrorBody, error_responses
 from caas.core.clock import Clock, SystemClock
+from caas.core.db import database_unreachable
 from caas.core.errors import CaasError
 from caas.core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# What a client is told to wait before trying again while the database does not answer.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 REQUESTS = Counter("caas_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("caas_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -131,6 +136,29 @@ def create_app(
     @app.exception_handler(CaasError)
     async def caas_error(_: Request, error: CaasError) -> JSONResponse:
         return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        """The database does not answer (down, restarting, the connection dropped): 503 with
+        `Retry-After` instead of a 500, so clients and load balancers try again. Nothing needs
+        restarting afterwards: the pool has dropped the dead connections and the next request
+        connects anew. Any other database error is a bug and stays a 500."""
+        if not database_unreachable(error):
+            raise error
+        log.warning(
+            "api.database_unavailable",
+            method=request.method,
+            path=request.url.path,
+            error=type(error.orig).__name__,
+        )
+        return JSONResponse(
+            {
+                "code": "database.unavailable",
+                "message": "the database does not answer; try again in a few seconds",
+            },
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

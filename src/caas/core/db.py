@@ -8,9 +8,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
+import psycopg
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -74,6 +75,30 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 _LAST_USED = "caas_last_used"
+
+
+# SQLSTATE classes of a database that cannot be reached or is going away: 08 connection
+# exception, 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now (starting up).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached now (down, restarting, the
+    connection dropped), as opposed to a statement it refused: the first is worth a "retry
+    later", the second is a bug or a conflict. The pool has already dropped such a connection
+    (SQLAlchemy invalidates every pooled connection on a disconnect), so the next transaction
+    connects anew once the server is back."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    original = error.orig
+    state = getattr(original, "sqlstate", None)
+    if state is None:
+        # psycopg's errors raised before the server said anything (connection refused, the
+        # connection closed) carry no SQLSTATE.
+        return isinstance(original, psycopg.OperationalError | psycopg.InterfaceError)
+    return isinstance(state, str) and state.startswith(_UNREACHABLE_STATES)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

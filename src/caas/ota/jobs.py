@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from caas.core.clock import Clock
+from caas.core.faults import kill_point
 from caas.core.outbox import Handler, RetryLater
 from caas.core.settings import Settings
 from caas.ota import service
@@ -42,6 +43,7 @@ def publish_configuration(
         raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
     service.published(session, version, now=clock.now(), resend_after=resend_after)
     session.flush()
+    kill_point("ota.publish")
     try:
         publisher.publish_desired(vin, service.manifest_payload(version))
     except PublishFailed as error:

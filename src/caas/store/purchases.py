@@ -45,6 +45,7 @@ from caas.catalog import service as catalog
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, InvalidInput, NotFound
+from caas.core.faults import kill_point
 from caas.core.history import Actor, HistoryEntry, record
 from caas.core.idempotency import fingerprint
 from caas.core.outbox import Handler, RetryLater, enqueue
@@ -827,6 +828,7 @@ def capture(
     if purchase is None or purchase.state != "delivering":
         return
     if purchase.payment_id is not None:
+        kill_point("store.capture")
         payment = billing.capture_payment(
             session,
             session.get_one(Payment, purchase.payment_id),
@@ -834,6 +836,7 @@ def capture(
             actor=PLATFORM,
             now=now,
         )
+        kill_point("store.captured")
         if payment.state == "authorised":
             raise RetryLater("the provider has not confirmed the capture yet")
         if payment.state != "captured":
