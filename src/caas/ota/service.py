@@ -24,10 +24,11 @@ from sqlalchemy.orm import Session
 from caas.catalog import service as catalog
 from caas.core.errors import Conflict
 from caas.core.history import Actor, record
+from caas.core.live import announce, vehicle_subjects
 from caas.core.outbox import cancel, enqueue
 from caas.core.settings import Settings, get_settings
 from caas.ota.keys import SigningMaterial, ensure_demo_keys, load_signing_material
-from caas.ota.models import ConfigurationVersion
+from caas.ota.models import ConfigurationPush, ConfigurationVersion
 from caas.ota.rules import (
     STALE_VERSION,
     WAITING_STATES,
@@ -144,9 +145,11 @@ def request_configuration(
     actor: Actor,
     now: datetime,
     messages: Sequence[str] = (),
+    push: ConfigurationPush | None = None,
 ) -> ConfigurationVersion:
     """Sign the car's configuration as it must be from `now` as a new version and queue it for
-    the car; older versions still waiting for the car are superseded.
+    the car; older versions still waiting for the car are superseded. `push` is the many-car
+    change this version is part of (`caas.ota.pushes`), for the operator's progress page.
 
     The car's row is locked, so concurrent requests get consecutive versions. A scrapped
     (archived) car gets no configuration any more (409).
@@ -186,6 +189,7 @@ def request_configuration(
         state="pending",
         created_at=now,
         publish_count=0,
+        push_id=push.id if push is not None else None,
     )
     session.add(version)
     session.flush()
@@ -307,6 +311,7 @@ def record_report(
     version.report_reason = reported.reason
     version.active_features = list(reported.active_features)
     _move(session, vehicle, version, target, actor=actor, now=now, details=details)
+    announce(session, *vehicle_subjects(vehicle.id, version.push_id))
     from caas.store.purchases import configuration_answered
 
     configuration_answered(session, vehicle, version, now=now)
@@ -332,6 +337,7 @@ def _features_switched(
     off, on = switched
     version.active_features = list(reported.active_features)
     version.reported_at = now
+    announce(session, f"vehicle:{vehicle.id}")
     record(
         session,
         at=now,
@@ -426,6 +432,8 @@ def published(
     version.published_at = version.published_at or now
     version.last_published_at = now
     version.publish_count = count
+    if count == 1:  # the first publication changes what the pages show
+        announce(session, *vehicle_subjects(version.vehicle_id, version.push_id))
     enqueue(
         session,
         topic=PUBLISH_TOPIC,

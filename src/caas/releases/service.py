@@ -33,6 +33,7 @@ from caas.core.history import Actor, record
 from caas.core.outbox import enqueue
 from caas.core.settings import Settings, get_settings
 from caas.notifications.service import notify_user
+from caas.ota.models import ConfigurationPush
 from caas.protocol.manifest import sign_release
 from caas.protocol.mqtt import SoftwareOrder, SoftwareStep
 from caas.releases import rules
@@ -531,14 +532,19 @@ def cancel_rollout(session: Session, rollout: Rollout, *, actor: Actor, now: dat
 def _reissue(session: Session, rollout: Rollout, *, now: datetime, reason: str) -> None:
     """A new configuration for each car offered that has not started: its manifest carries the
     order, or no longer does, as the rollout's state now says."""
+    from caas.ota.pushes import open_push
     from caas.ota.service import request_configuration
 
+    push = None
     for vehicle in session.scalars(
         select(Vehicle)
         .join(RolloutTarget, RolloutTarget.vehicle_id == Vehicle.id)
         .where(RolloutTarget.rollout_id == rollout.id, RolloutTarget.state == "offered")
     ):
-        request_configuration(session, vehicle, reason=reason, actor=SYSTEM, now=now)
+        push = push or open_push(
+            session, kind="release.reissue", label=f"{reason} ({rollout.id})", actor=SYSTEM, now=now
+        )
+        request_configuration(session, vehicle, reason=reason, actor=SYSTEM, now=now, push=push)
 
 
 def progress(session: Session, rollout: Rollout) -> list[rules.WaveProgress]:
@@ -595,6 +601,8 @@ def advance(session: Session, rollout: Rollout, *, now: datetime) -> rules.Decis
 
 
 def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
+    from caas.ota.pushes import open_push
+
     release = session.get_one(SoftwareRelease, rollout.release_id)
     rows = session.execute(
         select(RolloutTarget, Vehicle)
@@ -605,11 +613,21 @@ def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
             RolloutTarget.state == "pending",
         )
         .order_by(RolloutTarget.rank)
-    )
-    offered = 0
+    ).all()
+    # One push for the manifests the wave sends at once (none when every owner is asked first).
+    push = None
+    if any(not rollout.ask_owner or vehicle.owner_customer_id is None for _, vehicle in rows):
+        push = open_push(
+            session,
+            kind="release.wave",
+            label=f"software {release.version}, rollout {rollout.id}, wave {rollout.current_wave}",
+            actor=SYSTEM,
+            now=now,
+            key=f"rollout:{rollout.id}:wave:{rollout.current_wave}",
+        )
     for target, vehicle in rows:
-        _start_target(session, rollout, release, target, vehicle, now=now)
-        offered += 1
+        _start_target(session, rollout, release, target, vehicle, now=now, push=push)
+    offered = len(rows)
     _history(
         session,
         ROLLOUT_SUBJECT,
@@ -630,13 +648,14 @@ def _start_target(
     vehicle: Vehicle,
     *,
     now: datetime,
+    push: ConfigurationPush | None = None,
 ) -> None:
     """A car's turn in its wave: its owner asked first when the rollout says so (a car without
     an owner has nobody to ask), else the update offered."""
     if rollout.ask_owner and vehicle.owner_customer_id is not None:
         _ask_owner(session, rollout, release, target, vehicle, now=now)
     else:
-        _offer_target(session, rollout, release, target, vehicle, actor=SYSTEM, now=now)
+        _offer_target(session, rollout, release, target, vehicle, actor=SYSTEM, now=now, push=push)
         _tell_owner(session, vehicle, release, now=now)
 
 
@@ -650,8 +669,10 @@ def _offer_target(
     actor: Actor,
     now: datetime,
     event: str = "software.offered",
+    push: ConfigurationPush | None = None,
 ) -> None:
-    """The car's next manifest carries the order (a new configuration version)."""
+    """The car's next manifest carries the order (a new configuration version), part of
+    `push` when the whole wave is offered at once."""
     from caas.ota.service import request_configuration
 
     from_state = target.state
@@ -672,7 +693,7 @@ def _offer_target(
     )
     session.flush()
     request_configuration(
-        session, vehicle, reason=f"software {release.version}", actor=actor, now=now
+        session, vehicle, reason=f"software {release.version}", actor=actor, now=now, push=push
     )
 
 

@@ -195,6 +195,7 @@ def sweep_batch(
 ) -> SweepBatch:
     """One batch of the pass in progress (or of a new pass up to `now`), the cursor moved.
     The caller holds the cursor's lock (`_cursor`) and commits."""
+    from caas.ota.pushes import open_push
     from caas.ota.service import request_configuration
 
     until = cursor.pass_until or now
@@ -215,12 +216,21 @@ def sweep_batch(
         and (row.vehicle_id not in signed_at or signed_at[row.vehicle_id] < row.last_enabled)
     }
     if to_sign:
+        # The pass's batches share one push (keyed by the pass's end), for the operator's page.
+        push = open_push(
+            session,
+            kind="window.sweep",
+            label=f"window boundaries up to {until.isoformat(timespec='minutes')}",
+            actor=ACTOR,
+            now=now,
+            key=f"{SWEEP_TOPIC}:{until.isoformat()}",
+        )
         vehicles = session.scalars(
             select(Vehicle).where(Vehicle.id.in_(to_sign)).order_by(Vehicle.id)
         )
         for vehicle in vehicles:
             request_configuration(
-                session, vehicle, reason=to_sign[vehicle.id], actor=ACTOR, now=now
+                session, vehicle, reason=to_sign[vehicle.id], actor=ACTOR, now=now, push=push
             )
     finished = len(rows) < batch
     if finished:
