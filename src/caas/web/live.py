@@ -1,12 +1,17 @@
-"""Live pages: server-sent events that push a purchase's activation status, a car's state and
-an order's progress to the customer's open page (`static/live-status.js`, `static/store.js`).
+"""Live pages: server-sent events that push a purchase's activation status, a car's state,
+an order's progress and the configuration pushes' counts to the open page
+(`static/live-status.js`, `static/store.js`, `static/pushes.js`).
 
-A stream reads the status, sends it, then waits on PostgreSQL `LISTEN` for the outbox's
-`NOTIFY` (every purchase step and every answer of a car queues a job or a message, and the
-notification arrives at that transaction's commit) and reads again, sending only what changed;
-at most `RECHECK_SECONDS` pass between two reads, so a change that queued nothing still shows.
-A comment line every `HEARTBEAT_SECONDS` keeps proxies from closing a quiet stream; the stream
-ends once the status is final, or after `LIFETIME_SECONDS` (the browser reconnects).
+A stream reads the status, sends it, then waits on PostgreSQL `LISTEN` and reads again only
+when a notification concerns it, sending only what changed. Two channels wake it: the outbox's
+`NOTIFY caas_outbox` (its payload is the queued message's topic; each stream names the topics
+that can change what it shows) and `NOTIFY caas_live` (`caas.core.live.announce`: `vehicle:12`
+when a car answered or got its manifest, `push:3` for its push). Both arrive at the commit of
+the change. A slow safety re-read every `RECHECK_SECONDS` catches a change that told nobody;
+a stream that cannot listen (the sessions share one connection, in tests, or the database
+refused) re-reads every `POLL_SECONDS` instead. A comment line every `HEARTBEAT_SECONDS` keeps
+proxies from closing a quiet stream; the stream ends once the status is final, or after
+`LIFETIME_SECONDS` (the browser reconnects).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import psycopg
 import structlog
@@ -29,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from caas.accounts.deps import CustomerUser
 from caas.accounts.models import User
 from caas.core.api import DbSession
+from caas.core.live import LIVE_CHANNEL
 from caas.core.outbox import NOTIFY_CHANNEL
 from caas.vehicles import twin
 from caas.web import portal, store
@@ -37,8 +44,11 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
-RECHECK_SECONDS = 2.0
+RECHECK_SECONDS = 30.0
+POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 15.0
+# Notifications that come in a burst (a wave's cars answering) cause one read per this long.
+SETTLE_SECONDS = 0.2
 LIFETIME_SECONDS = 600.0
 RETRY_MS = 3000
 
@@ -86,12 +96,12 @@ def car_live_status(vin: str, session: DbSession, user: CustomerUser) -> CarLive
 def car_events(
     request: Request, vin: str, session: DbSession, user: CustomerUser
 ) -> StreamingResponse:
-    car_status(session, user, vin)  # only the owner may listen: 404 before any stream
+    vehicle = twin.visible_vehicle(session, user, vin)  # only the owner: 404 before any stream
 
     def read(reading: Session) -> BaseModel:
         return car_status(reading, reading.get_one(User, user.id), vin)
 
-    return _stream(request, read)
+    return stream(request, read, Wake(CAR_TOPICS, frozenset({f"vehicle:{vehicle.id}"})))
 
 
 @router.get("/orders/{sale_id}/events")
@@ -103,7 +113,7 @@ def order_events(
     def read(reading: Session) -> BaseModel:
         return portal.live_status(request, sale_id, reading, reading.get_one(User, user.id))
 
-    return _stream(request, read)
+    return stream(request, read, Wake(ORDER_TOPICS))
 
 
 @router.get("/cars/{vin}/purchases/{purchase_id}/events")
@@ -111,18 +121,46 @@ def purchase_events(
     request: Request, vin: str, purchase_id: int, session: DbSession, user: CustomerUser
 ) -> StreamingResponse:
     store.purchase_status(request, vin, purchase_id, session, user)  # the buyer only: else 404
+    vehicle = twin.visible_vehicle(session, user, vin)
 
     def read(reading: Session) -> BaseModel:
         buyer = reading.get_one(User, user.id)
         return store.purchase_status(request, vin, purchase_id, reading, buyer)
 
-    return _stream(request, read)
+    return stream(request, read, Wake(PURCHASE_TOPICS, frozenset({f"vehicle:{vehicle.id}"})))
 
 
-def _stream(request: Request, read: Callable[[Session], BaseModel]) -> StreamingResponse:
+# The outbox topics (by prefix) whose messages can change what each stream shows: every
+# notified step sends an e-mail (`email.send`), so that one wakes them all.
+CAR_TOPICS: Final = ("ota.", "store.", "upkeep.", "releases.", "email.")
+ORDER_TOPICS: Final = ("factory.", "registration.", "billing.", "ownership.", "email.")
+PURCHASE_TOPICS: Final = ("store.", "ota.", "billing.", "email.")
+
+
+@dataclass(frozen=True)
+class Wake:
+    """Which notifications wake a stream: outbox messages whose topic starts with one of
+    `topics`, and `caas_live` announcements of one of `subjects` (or starting with
+    `subject_prefix`). A notification without a payload wakes every stream."""
+
+    topics: tuple[str, ...] = ()
+    subjects: frozenset[str] = frozenset()
+    subject_prefix: str | None = None
+
+    def __call__(self, channel: str, payload: str) -> bool:
+        if not payload:
+            return True
+        if channel == LIVE_CHANNEL:
+            prefix = self.subject_prefix
+            return payload in self.subjects or (prefix is not None and payload.startswith(prefix))
+        return payload.startswith(self.topics)
+
+
+def stream(request: Request, read: Callable[[Session], BaseModel], wake: Wake) -> StreamingResponse:
+    """An SSE response sending `read`'s status each time it changes (see the module's text)."""
     sessions: sessionmaker[Session] = request.app.state.sessions
     return StreamingResponse(
-        _events(sessions, read),
+        _events(sessions, read, wake),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -134,34 +172,46 @@ def _read_once(sessions: sessionmaker[Session], read: Callable[[Session], BaseMo
 
 
 async def _events(
-    sessions: sessionmaker[Session], read: Callable[[Session], BaseModel]
+    sessions: sessionmaker[Session], read: Callable[[Session], BaseModel], wake: Wake
 ) -> AsyncIterator[str]:
     listener = await _listen(sessions)
+    every = RECHECK_SECONDS if listener is not None else POLL_SECONDS
     try:
         yield f"retry: {RETRY_MS}\n\n"
         sent = ""
-        started = quiet_since = time.monotonic()
-        while time.monotonic() - started < LIFETIME_SECONDS:
+        started = spoke_at = time.monotonic()
+        end = started + LIFETIME_SECONDS
+        while True:
+            read_at = time.monotonic()
             status = await run_in_threadpool(_read_once, sessions, read)
             if status != sent:
                 sent = status
-                quiet_since = time.monotonic()
+                spoke_at = time.monotonic()
                 yield f"event: status\ndata: {status}\n\n"
                 if json.loads(status).get("final"):
                     yield "event: end\ndata: {}\n\n"
                     return
-            elif time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
-                quiet_since = time.monotonic()
-                yield ": heartbeat\n\n"
-            await _wait(listener, RECHECK_SECONDS)
+            # Wait for a notification of ours, the safety re-read or the end; speak meanwhile.
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    return
+                if now - spoke_at >= HEARTBEAT_SECONDS:
+                    spoke_at = now
+                    yield ": heartbeat\n\n"
+                until = min(read_at + every, spoke_at + HEARTBEAT_SECONDS, end)
+                if now >= read_at + every or await _wait(listener, wake, until - now):
+                    break
+            await asyncio.sleep(max(0.0, read_at + SETTLE_SECONDS - time.monotonic()))
     finally:
         if listener is not None:
             await listener.close()
 
 
 async def _listen(sessions: sessionmaker[Session]) -> psycopg.AsyncConnection[Any] | None:
-    """A connection of its own listening to the outbox's NOTIFY; None when the sessions are
-    bound to one connection (tests), or the database refuses: then the stream only rechecks."""
+    """A connection of its own listening to the outbox's and the live pages' NOTIFY; None when
+    the sessions are bound to one connection (tests), or the database refuses: then the stream
+    polls."""
     bind = sessions.kw.get("bind")
     if not isinstance(bind, Engine):
         return None
@@ -169,20 +219,27 @@ async def _listen(sessions: sessionmaker[Session]) -> psycopg.AsyncConnection[An
     try:
         connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
         await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        await connection.execute(f"LISTEN {LIVE_CHANNEL}")
     except psycopg.Error as error:
         log.warning("live.listen_failed", error=str(error))
         return None
     return connection
 
 
-async def _wait(listener: psycopg.AsyncConnection[Any] | None, timeout: float) -> None:
-    """Until a notification arrives (then a moment for its siblings) or `timeout` passes."""
+async def _wait(listener: psycopg.AsyncConnection[Any] | None, wake: Wake, timeout: float) -> bool:
+    """Until a notification `wake` wants arrives (True) or `timeout` passes (False)."""
+    if timeout <= 0:
+        return False
     if listener is None:
         await asyncio.sleep(timeout)
-        return
+        return False
+    deadline = time.monotonic() + timeout
     try:
-        async for _ in listener.notifies(timeout=timeout, stop_after=1):
-            break
+        while (remaining := deadline - time.monotonic()) > 0:
+            async for notification in listener.notifies(timeout=remaining, stop_after=1):
+                if wake(notification.channel, notification.payload):
+                    return True
     except psycopg.Error as error:
         log.warning("live.listen_failed", error=str(error))
-        await asyncio.sleep(timeout)
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    return False

@@ -57,6 +57,7 @@ NAV = {
     Role.OPERATOR: (
         ("/operator/orders", "nav.orders"),
         ("/operator/fleet", "nav.fleet"),
+        ("/operator/pushes", "nav.pushes"),
         ("/operator/catalog", "nav.catalog"),
         ("/operator/releases", "nav.releases"),
         ("/operator/upkeep", "nav.upkeep"),
