@@ -3,6 +3,8 @@ with a broker, talks MQTT with the cars (`caas.iot.bridge`)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -158,6 +160,11 @@ class Worker:
             topics=sorted(self.relay.handlers),
             threads=self.threads,
             express=express,
+            # Which replica this is, in the logs of several: the host and process, and the
+            # MQTT client id its bridge stores telemetry under (`mqtt.batch_stored`).
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            bridge=self.bridge.client_id if self.bridge is not None else None,
         )
         from caas.store.jobs import start_chains
 

@@ -429,14 +429,25 @@ class Bridge:
 
     def _store(self, kind: str, sink: Callable[[Session, Any, datetime], Any], item: Any) -> None:
         """Run a sink in its own transaction (on an executor's thread); reports and telemetry
-        commit without waiting for the disk (see the module's docstring)."""
+        commit without waiting for the disk (see the module's docstring).
+
+        A batch stored is logged at debug level with the bridge's client id (host, process):
+        with several workers sharing the stream, it tells which of them stored what."""
         try:
             with unit_of_work(self.sessions) as session:
                 if kind in ASYNCHRONOUS_KINDS:
                     session.execute(ASYNCHRONOUS_COMMIT)
-                sink(session, item, self.clock.now())
+                result = sink(session, item, self.clock.now())
         except Exception:  # a bad message or a database hiccup must not stop the bridge
             self._count(f"failed.{kind}")
             log.exception("mqtt.store_failed", kind=kind)
             return
         self._count(f"stored.{kind}", len(item) if isinstance(item, list) else 1)
+        if isinstance(item, list):
+            log.debug(
+                "mqtt.batch_stored",
+                kind=kind,
+                received=len(item),
+                new=result if isinstance(result, int) else None,
+                bridge=self.client_id,
+            )
