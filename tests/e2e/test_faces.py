@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
+from caas.core.db import unit_of_work
+from caas.core.history import Actor
+from caas.ota.models import ConfigurationVersion
+from caas.ota.pushes import open_push
 from caas.seed import DEMO_PASSWORD
 from tests.e2e.browser import DESKTOP, PHONE, WIDE, Faces
 from tests.e2e.conftest import World
@@ -118,7 +124,27 @@ def test_the_workshops_pages(faces: Faces) -> None:
     page.context.close()
 
 
-def test_the_operators_pages(faces: Faces, sold: dict[str, str]) -> None:
+def _a_push(world: World) -> int:
+    """A configuration push over the newest manifests of the world's cars, as a release's
+    wave would have made it, for the pushes pages."""
+    with unit_of_work(world.sessions) as session:
+        push = open_push(
+            session,
+            kind="release.wave",
+            label="software 9.9.9, rollout 1, wave 1",
+            actor=Actor.system("e2e"),
+            now=datetime.now(UTC),
+        )
+        newest = session.scalars(
+            select(ConfigurationVersion).order_by(ConfigurationVersion.id.desc()).limit(3)
+        )
+        for version in newest:
+            version.push_id = push.id
+        return push.id
+
+
+def test_the_operators_pages(faces: Faces, sold: dict[str, str], shared_world: World) -> None:
+    push_id = _a_push(shared_world)
     page = faces.logged_in(OPERATOR, DEMO_PASSWORD, WIDE)
     faces.check(page, "operator-orders")
     faces.visit(page, "/operator/catalog", "operator-catalog")
@@ -134,6 +160,15 @@ def test_the_operators_pages(faces: Faces, sold: dict[str, str]) -> None:
     page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(r"online=no"))
     faces.check(page, "operator-fleet-filtered")
+
+    faces.visit(page, "/operator/pushes", "operator-pushes")
+    page.click(f"a[href='/operator/pushes/{push_id}']")
+    expect(page.locator("[data-count=targeted]")).to_be_visible()
+    faces.check(page, "operator-push")
+    page.select_option("select[name=outcome]", "applied")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"outcome=applied"))
+    faces.check(page, "operator-push-filtered")
 
     faces.visit(page, "/operator/finance", "operator-finance")
     faces.visit(page, "/operator/releases", "operator-releases")
