@@ -9,12 +9,14 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from caas import __version__
@@ -111,6 +113,31 @@ def _add_to_components(schemas: dict[str, Any], schema: dict[str, Any], name: st
         raise ValueError(f"two different schemas are both called {name!r} in the OpenAPI document")
 
 
+def _invalid_input(field: str, reason: str, kind: str) -> JSONResponse:
+    """A 422 in the shape of `validation_error`'s answers, for input refused past validation."""
+    return JSONResponse(
+        {
+            "code": "invalid_input",
+            "message": f"{field}: {reason}",
+            "field": field,
+            "errors": [{"field": field, "reason": reason, "type": kind}],
+        },
+        status_code=422,
+    )
+
+
+# PostgreSQL's `integer`: the largest id (and count) a row can hold.
+LARGEST_INTEGER = 2**31 - 1
+
+
+def _out_of_range_path_parameter(request: Request) -> str | None:
+    """The path parameter whose number the database cannot hold, if one is."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and value.isdigit() and int(value) > LARGEST_INTEGER:
+            return str(name)
+    return None
+
+
 def create_app(
     *, settings: Settings, sessions: sessionmaker[Session], clock: Clock | None = None
 ) -> FastAPI:
@@ -176,6 +203,23 @@ def create_app(
             },
             status_code=422,
         )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Any:
+        """A body that is not UTF-8 is invalid input like any other malformed JSON (422 with
+        `field` = `body`), not FastAPI's 400 in a shape of its own."""
+        if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+            return _invalid_input("body", "the body is not UTF-8 text", "body_not_utf8")
+        return await http_exception_handler(request, error)
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, error: DataError) -> JSONResponse:
+        """A value the database refuses to hold (an id beyond its integers, text too long for
+        its column) is invalid input (422), not a server error; logged, since the route's own
+        validation should have said so first."""
+        field = _out_of_range_path_parameter(request) or "body"
+        log.warning("request.data_refused", route=request.url.path, error=str(error.orig))
+        return _invalid_input(field, "out of the range the platform keeps", "out_of_range")
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Any) -> Any:
