@@ -52,6 +52,9 @@ def test_only_consenting_owners_cars_are_counted(
     assert emptied.json() == []
     bad = app_client.get("/api/v1/product-improvement/usage", params={"month": "2026-13"})
     assert bad.status_code == 422
+    for month in ("0000-01", "9999-12"):  # no calendar month to count: refused, not a 500
+        answer = app_client.get("/api/v1/product-improvement/usage", params={"month": month})
+        assert answer.status_code == 422, answer.text
 
 
 def test_customers_cannot_read_the_fleet(app_client: TestClient, owner: Fleet) -> None:

@@ -248,8 +248,8 @@ def product_usage(
     month: Annotated[
         str,
         Query(
-            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-            description="The month, YYYY-MM (UTC)",
+            pattern=r"^(19|2\d)\d{2}-(0[1-9]|1[0-2])$",
+            description="The month, YYYY-MM (UTC), of the years 1900 to 2999",
             examples=["2026-01"],
         ),
     ],
