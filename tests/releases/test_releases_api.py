@@ -199,6 +199,7 @@ def test_the_image_goes_only_to_a_car_offered_it_while_its_rollout_runs(
 
     assert image(offered) == 200
     assert image(offered, token="0" * 64) == 404
+    assert image(offered, token="ñ" * 64) == 404  # not ASCII: refused like any other, not a 500
     assert image(other) == 404  # its wave has not started
     # The order in the offered car's manifest points at that very route.
     vehicle = db.get_one(Vehicle, offered.vehicle_id)

@@ -999,7 +999,9 @@ def image_for_car(
     """The image file when `token` is the car's own and the car's update of this release is
     under way in a running or paused rollout; NotFound otherwise (nothing leaks)."""
     refused = NotFound("no such image for this car", code="release.image_not_found")
-    if not hmac.compare_digest(token, image_token(settings, release_id, vin)):
+    expected = image_token(settings, release_id, vin)
+    # Compared as bytes: compare_digest refuses text that is not ASCII, and anyone may send it.
+    if not hmac.compare_digest(token.encode(), expected.encode()):
         raise refused
     release = session.scalar(
         select(SoftwareRelease)
