@@ -164,6 +164,8 @@ def test_every_weekend_starts_at_its_local_time_across_the_change_and_is_charged
     assert created.status_code == 201, created.text
     schedule = created.json()
     assert schedule["timezone"] == MADRID  # the customer's country's zone by default
+    # Wall-clock times without an offset, both ends alike (a `time` would claim RFC 3339's).
+    assert (schedule["start_time"], schedule["end_time"]) == ("08:00", "22:00")
     assert [(o["starts_at"], o["ends_at"]) for o in schedule["upcoming"]] == [
         ("2026-03-21T07:00:00Z", "2026-03-22T21:00:00Z"),
         ("2026-03-28T07:00:00Z", "2026-03-29T20:00:00Z"),

@@ -76,7 +76,7 @@ def schedule_read(session: Session, schedule: Schedule, *, now: datetime) -> Sch
         recurrence=schedule.recurrence,
         timezone=zone,
         start_date=schedule.start_date,
-        start_time=schedule.start_time,
+        start_time=schedule.start_time.strftime("%H:%M"),
         end_date=end_date,
         end_time=end_time,
         charge=schedule.charge,

@@ -120,7 +120,10 @@ class ScheduleRead(BaseModel):
     )
     timezone: str = Field(description="IANA zone of its local times", examples=["Europe/Madrid"])
     start_date: date = Field(description="Local date of the first window's start")
-    start_time: time = Field(description="Local time of each window's start")
+    start_time: str = Field(
+        description="Local time of each window's start, HH:MM (a wall-clock time, no offset)",
+        examples=["08:00"],
+    )
     end_date: date = Field(description="Local date of the first window's end")
     end_time: str = Field(description='Local time of each window\'s end ("24:00": midnight)')
     charge: Literal["each", "upfront"] = Field(description="When it is paid", examples=["each"])
