@@ -17,29 +17,32 @@ from sqlalchemy.orm import Session
 from caas.billing import rules
 from caas.billing.models import Invoice, InvoiceCounter, InvoiceLine, Payment
 from caas.catalog import service as catalog
+from caas.catalog.models import Country
 from caas.sales.models import Customer, Sale
 
 
 def next_sequence(session: Session, *, series: str, year: int) -> int:
-    """The next number of `series` in `year`, reserved until the caller's transaction ends."""
-    session.execute(
-        insert(InvoiceCounter)
-        .values(series=series, year=year, last_number=0)
-        .on_conflict_do_nothing(index_elements=["series", "year"])
-    )
-    counter = session.scalars(
-        select(InvoiceCounter)
-        .where(InvoiceCounter.series == series, InvoiceCounter.year == year)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    counter.last_number += 1
-    session.flush()
-    return counter.last_number
+    """The next number of `series` in `year`, reserved until the caller's transaction ends.
+
+    One statement: the counter row is created at 1 or moved up by one, and the row lock this
+    takes is held until commit or rollback, so concurrent issuers queue up behind it and a
+    rolled-back issue gives its number back (no gaps, no duplicates)."""
+    counted = insert(InvoiceCounter).values(series=series, year=year, last_number=1)
+    number = session.execute(
+        counted.on_conflict_do_update(
+            index_elements=["series", "year"],
+            set_={"last_number": InvoiceCounter.last_number + 1},
+        ).returning(InvoiceCounter.last_number)
+    ).scalar_one()
+    return int(number)
 
 
-def _buyer_address(session: Session, customer: Customer) -> str:
-    country = catalog.get_country(session, customer.country)
+def _buyer_address(session: Session, customer: Customer, issuing: Country) -> str:
+    """The buyer's postal address; their country read only when it is not the issuing one."""
+    if issuing.code == customer.country:
+        country = issuing
+    else:
+        country = catalog.get_country(session, customer.country)
     return f"{customer.street}\n{customer.postal_code} {customer.city}\n{country.name}"
 
 
@@ -61,7 +64,8 @@ def issue(
     note series."""
     if not lines:
         raise ValueError("an invoice needs at least one line")
-    series = catalog.get_country(session, country).invoice_series
+    issuing = catalog.get_country(session, country)
+    series = issuing.invoice_series
     if corrects is not None:
         series = rules.credit_note_series(series)
     seller = rules.SELLERS[country]
@@ -86,7 +90,7 @@ def issue(
         seller_address=seller.address,
         buyer_name=customer.full_name,
         buyer_national_id=customer.national_id,
-        buyer_address=_buyer_address(session, customer),
+        buyer_address=_buyer_address(session, customer, issuing),
         order_number=sale.number if sale else None,
         corrects_id=corrects.id if corrects else None,
         corrects_number=corrects.number if corrects else None,
@@ -182,13 +186,11 @@ def issue_for_sale_payment(
     )
 
 
-def issue_for_store_payment(
-    session: Session, *, payment: Payment, customer: Customer, now: datetime
-) -> Invoice:
-    """The invoice of a captured store payment: the lines priced when it began."""
+def store_lines(payment: Payment) -> list[rules.LineDraft]:
+    """The lines of a store payment's invoice, as priced when the payment began."""
     if payment.invoice_lines is None or payment.invoice_country is None:
         raise ValueError(f"payment {payment.id} has no invoice lines")
-    lines = [
+    return [
         rules.LineDraft(
             description=str(line["description"]),
             net_minor=int(line["net_minor"]),
@@ -197,8 +199,16 @@ def issue_for_store_payment(
         )
         for line in payment.invoice_lines
     ]
+
+
+def issue_for_store_payment(
+    session: Session, *, payment: Payment, customer: Customer, now: datetime
+) -> Invoice:
+    """The invoice of a captured store payment: the lines priced when it began."""
+    lines = store_lines(payment)
     if rules.totals(lines).gross_minor != payment.amount_minor:
         raise ValueError(f"payment {payment.id}: its lines do not add up to its amount")
+    assert payment.invoice_country is not None  # store_lines checked it
     return issue(
         session,
         kind="option",

@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from caas.billing.models import Invoice, InvoiceLine, LedgerEntry, Payment
+from caas.billing.models import LedgerEntry, Payment
 
 HOLDS = "holds"
 HOLDS_RELEASED = "holds:released"
@@ -56,8 +57,31 @@ class Line:
     credit_minor: int = 0
 
 
+class InvoicedLine(Protocol):
+    """An invoice's line as the capture's posting splits it (an `InvoiceLine`, or the
+    `LineDraft` it was written from)."""
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def net_minor(self) -> int: ...
+
+    @property
+    def vat_minor(self) -> int: ...
+
+
 class UnbalancedPosting(ValueError):
     """A posting whose debits differ from its credits: a bug, never written."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One balanced movement of a payment, written once under its idempotency key."""
+
+    kind: str
+    key: str
+    lines: Sequence[Line]
 
 
 def post(
@@ -70,27 +94,39 @@ def post(
     now: datetime,
 ) -> bool:
     """Write one balanced posting under `key`; False (and nothing written) if it exists."""
-    debits = sum(line.debit_minor for line in lines)
-    credits = sum(line.credit_minor for line in lines)
-    if debits != credits or not lines:
-        raise UnbalancedPosting(f"{key}: debits {debits} != credits {credits}")
-    rows = [
-        {
-            "idempotency_key": key,
-            "position": position,
-            "kind": kind,
-            "payment_id": payment.id,
-            "customer_id": payment.customer_id,
-            "reference": payment.reference,
-            "provider_ref": payment.provider_ref,
-            "account": line.account,
-            "debit_minor": line.debit_minor,
-            "credit_minor": line.credit_minor,
-            "currency": payment.currency,
-            "posted_at": now,
-        }
-        for position, line in enumerate(lines, start=1)
-    ]
+    return post_all(session, payment, [Posting(kind, key, lines)], now=now)
+
+
+def post_all(
+    session: Session, payment: Payment, postings: Sequence[Posting], *, now: datetime
+) -> bool:
+    """Write the payment's balanced postings in one statement, each under its own key (a key
+    already posted is skipped, line by line); False when nothing was written."""
+    rows = []
+    for posting in postings:
+        debits = sum(line.debit_minor for line in posting.lines)
+        credits = sum(line.credit_minor for line in posting.lines)
+        if debits != credits or not posting.lines:
+            raise UnbalancedPosting(f"{posting.key}: debits {debits} != credits {credits}")
+        rows += [
+            {
+                "idempotency_key": posting.key,
+                "position": position,
+                "kind": posting.kind,
+                "payment_id": payment.id,
+                "customer_id": payment.customer_id,
+                "reference": payment.reference,
+                "provider_ref": payment.provider_ref,
+                "account": line.account,
+                "debit_minor": line.debit_minor,
+                "credit_minor": line.credit_minor,
+                "currency": payment.currency,
+                "posted_at": now,
+            }
+            for position, line in enumerate(posting.lines, start=1)
+        ]
+    if not rows:
+        return False
     written = session.execute(
         insert(LedgerEntry)
         .values(rows)
@@ -104,17 +140,19 @@ def _key(payment: Payment, movement: str) -> str:
     return f"payment:{payment.reference}:{movement}"
 
 
-def post_authorisation(session: Session, payment: Payment, *, now: datetime) -> bool:
+def authorisation(payment: Payment) -> Posting:
     """The hold, as a memo pair: no effect on receivable, cash or revenue."""
     amount = payment.amount_minor
-    return post(
-        session,
-        payment,
-        kind="authorisation",
-        key=_key(payment, "authorise"),
-        lines=[Line(HOLDS, debit_minor=amount), Line(HOLDS_RELEASED, credit_minor=amount)],
-        now=now,
+    return Posting(
+        "authorisation",
+        _key(payment, "authorise"),
+        [Line(HOLDS, debit_minor=amount), Line(HOLDS_RELEASED, credit_minor=amount)],
     )
+
+
+def post_authorisation(session: Session, payment: Payment, *, now: datetime) -> bool:
+    """The hold, as a memo pair: no effect on receivable, cash or revenue."""
+    return post_all(session, payment, [authorisation(payment)], now=now)
 
 
 def _release_hold(amount: int) -> list[Line]:
@@ -134,18 +172,20 @@ def post_void(session: Session, payment: Payment, *, now: datetime) -> bool:
 
 
 def post_capture(
-    session: Session, payment: Payment, invoice: Invoice, *, country: str, now: datetime
+    session: Session,
+    payment: Payment,
+    invoice_lines: Sequence[InvoicedLine],
+    *,
+    country: str,
+    now: datetime,
+    with_authorisation: bool = False,
 ) -> bool:
-    """The money taken, split as its invoice says: net per feature, VAT to the country.
+    """The money taken, split as its invoice's lines say: net per feature, VAT to the country.
 
     The customer is charged (receivable) and pays at once (cash at the provider); the hold
-    is released.
+    is released. With `with_authorisation`, the hold's own posting (`authorisation`), not
+    written yet because it was taken in this same transaction, goes in the same statement.
     """
-    invoice_lines = session.scalars(
-        select(InvoiceLine)
-        .where(InvoiceLine.invoice_id == invoice.id)
-        .order_by(InvoiceLine.position)
-    ).all()
     features = _features(session, payment, [line.description for line in invoice_lines])
     gross = payment.amount_minor
     lines = [Line(RECEIVABLE, debit_minor=gross)]
@@ -160,9 +200,9 @@ def post_capture(
         lines.append(Line(vat_payable(country), credit_minor=difference))
     lines += [Line(CASH, debit_minor=gross), Line(RECEIVABLE, credit_minor=gross)]
     lines += _release_hold(gross)
-    return post(
-        session, payment, kind="capture", key=_key(payment, "capture"), lines=lines, now=now
-    )
+    capture = Posting("capture", _key(payment, "capture"), lines)
+    postings = [authorisation(payment), capture] if with_authorisation else [capture]
+    return post_all(session, payment, postings, now=now)
 
 
 def _features(session: Session, payment: Payment, descriptions: list[str]) -> list[str]:
@@ -170,6 +210,10 @@ def _features(session: Session, payment: Payment, descriptions: list[str]) -> li
     purchase priced it, otherwise the line's description, `vehicle sale` for a sale."""
     if payment.sale_id is not None:
         return [SALE_REVENUE] * len(descriptions)
+    if payment.kind != "option":
+        # Only the store's purchases (kind `option`) point at their payment; a renewal's,
+        # an occurrence's or a month's lines are their own accounts.
+        return [revenue(description) for description in descriptions]
     # The store's lines name the option in the customer's language; its purchase knows the
     # code. Imported here: the store imports billing, not the other way round.
     from caas.store.models import Purchase, PurchaseLine

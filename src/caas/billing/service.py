@@ -225,8 +225,27 @@ def authorise_payment(
     """Hold the amount on the card: a pending payment becomes authorised or failed, or stays
     pending when the provider's answer does not come in time (its event settles it later).
     Any other state is returned as it is, so a retry repeats nothing."""
+    payment, _ = _authorise(
+        session, payment, payment_method=payment_method, provider=provider, actor=actor, now=now
+    )
+    return payment
+
+
+def _authorise(
+    session: Session,
+    payment: Payment,
+    *,
+    payment_method: str,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+    hold_posting_later: bool = False,
+) -> tuple[Payment, bool]:
+    """`authorise_payment`; with `hold_posting_later`, the hold's ledger posting is left to
+    the caller, and the second value says whether this call authorised the payment (so the
+    posting is still to be written)."""
     if payment.state != "pending":
-        return payment
+        return payment, False
     try:
         result = provider.authorise(
             Money(payment.amount_minor, payment.currency),
@@ -238,15 +257,52 @@ def authorise_payment(
         payment = _lock(session, payment.id)
         if payment.state == "pending":
             _ask_provider_later(session, payment, now=now)
-        return payment
+        return payment, False
     except ProviderError as error:
         payment = _lock(session, payment.id)
         if payment.state == "pending":
             _fail(session, payment, "provider_error", error.message, actor=actor, now=now)
+        return payment, False
+    payment = _lock(session, payment.id)
+    was_pending = payment.state == "pending"
+    _apply_authorisation(
+        session, payment, result, actor=actor, now=now, post_hold=not hold_posting_later
+    )
+    return payment, hold_posting_later and was_pending and payment.state == "authorised"
+
+
+def charge_store_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    payment_method: str,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+) -> Payment:
+    """Authorise and capture a store payment made without the customer (the month's metered
+    use): `authorise_payment`, then `capture_payment` when it was authorised, with the same
+    states, history and invoice. The hold's ledger posting, when both steps happen in this
+    transaction, is written in one statement with the capture's instead of one each."""
+    payment, hold_unposted = _authorise(
+        session,
+        payment,
+        payment_method=payment_method,
+        provider=provider,
+        actor=actor,
+        now=now,
+        hold_posting_later=True,
+    )
+    if payment.state != "authorised":
         return payment
     payment = _lock(session, payment.id)
-    _apply_authorisation(session, payment, result, actor=actor, now=now)
-    return payment
+    if payment.state != "authorised":
+        if hold_unposted:
+            ledger.post_authorisation(session, payment, now=now)
+        return payment
+    return _capture(
+        session, payment, provider=provider, actor=actor, now=now, hold_unposted=hold_unposted
+    )
 
 
 # The store's payments: held at checkout, captured once the car runs what was paid for.
@@ -383,14 +439,33 @@ def lock_payment(session: Session, payment_id: int) -> Payment:
     return _lock(session, payment_id)
 
 
+# `session.info` key: the payments locked in the session's current (sub)transaction.
+_LOCKED = "caas.billing.locked_payments"
+
+
 def _lock(session: Session, payment_id: int) -> Payment:
-    """The payment row, locked and freshly read: a webhook may have moved it meanwhile."""
-    return session.scalars(
+    """The payment row, locked and freshly read: a webhook may have moved it meanwhile.
+
+    A row this session locked already in its current transaction (and savepoint) cannot have
+    changed since (the lock holds until the transaction ends, and this session's own changes
+    are in its object), so it is not read again: one settlement locks its payment once."""
+    scope = (session.get_transaction(), session.get_nested_transaction())
+    held: tuple[object, set[int]] | None = session.info.get(_LOCKED)
+    if held is not None and held[0] == scope and payment_id in held[1]:
+        known = session.get(Payment, payment_id)  # the session's own object, no statement
+        if known is not None:
+            return known
+    payment = session.scalars(
         select(Payment)
         .where(Payment.id == payment_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+    if held is None or held[0] != scope:
+        held = (scope, set())
+        session.info[_LOCKED] = held
+    held[1].add(payment_id)
+    return payment
 
 
 def _move(
@@ -401,6 +476,7 @@ def _move(
     actor: Actor,
     now: datetime,
     details: dict[str, object] | None = None,
+    post_hold: bool = True,
 ) -> None:
     rules.PAYMENT.check(payment.state, to_state)
     from_state = payment.state
@@ -424,7 +500,7 @@ def _move(
             **(details or {}),
         },
     )
-    if to_state == "authorised":
+    if to_state == "authorised" and post_hold:
         ledger.post_authorisation(session, payment, now=now)
     elif to_state == "voided":
         ledger.post_void(session, payment, now=now)
@@ -459,9 +535,16 @@ def _fail(
 
 
 def _apply_authorisation(
-    session: Session, payment: Payment, result: ProviderResult, *, actor: Actor, now: datetime
+    session: Session,
+    payment: Payment,
+    result: ProviderResult,
+    *,
+    actor: Actor,
+    now: datetime,
+    post_hold: bool = True,
 ) -> None:
-    """Record the provider's answer to the authorisation, unless an event already did."""
+    """Record the provider's answer to the authorisation, unless an event already did (the
+    hold's ledger posting too, unless `post_hold` is False: the caller writes it)."""
     if payment.state != "pending":
         return
     if result.status == "authorised":
@@ -469,7 +552,7 @@ def _apply_authorisation(
         payment.card_brand = result.card_brand
         payment.card_last4 = result.card_last4
         payment.authorised_at = now
-        _move(session, payment, "authorised", actor=actor, now=now)
+        _move(session, payment, "authorised", actor=actor, now=now, post_hold=post_hold)
     elif result.status == "declined":
         payment.provider_ref = result.provider_ref
         payment.card_brand = result.card_brand
@@ -494,8 +577,17 @@ def _apply_authorisation(
 
 
 def _capture(
-    session: Session, payment: Payment, *, provider: PaymentProvider, actor: Actor, now: datetime
+    session: Session,
+    payment: Payment,
+    *,
+    provider: PaymentProvider,
+    actor: Actor,
+    now: datetime,
+    hold_unposted: bool = False,
 ) -> Payment:
+    """Capture at the provider and settle the answer; with `hold_unposted`, the hold's ledger
+    posting (left by `_authorise` in this transaction) is written too, with the capture's
+    when the money is in, on its own otherwise."""
     assert payment.provider_ref is not None
     try:
         result = provider.capture(
@@ -508,15 +600,18 @@ def _capture(
         # answer to our question finishes it.
         log.warning("payment.capture_unsettled", payment_id=payment.id, error=error.message)
         payment = _lock(session, payment.id)
+        if hold_unposted:
+            ledger.post_authorisation(session, payment, now=now)
         if payment.state == "authorised":
             _ask_provider_later(session, payment, now=now)
         return payment
     payment = _lock(session, payment.id)
-    if payment.state != "authorised":
+    if payment.state == "authorised" and result.ok:
+        settle_captured(session, payment, actor=actor, now=now, with_authorisation=hold_unposted)
         return payment
-    if result.ok:
-        settle_captured(session, payment, actor=actor, now=now)
-    else:
+    if hold_unposted:
+        ledger.post_authorisation(session, payment, now=now)
+    if payment.state == "authorised":
         _fail(
             session,
             payment,
@@ -528,8 +623,18 @@ def _capture(
     return payment
 
 
-def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: datetime) -> None:
-    """The money is in: invoice, history, the customer told, and the order moves on."""
+def settle_captured(
+    session: Session,
+    payment: Payment,
+    *,
+    actor: Actor,
+    now: datetime,
+    with_authorisation: bool = False,
+) -> None:
+    """The money is in: invoice, history, the customer told, and the order moves on.
+
+    With `with_authorisation`, the hold's ledger posting, taken in this same transaction and
+    not written yet, is written with the capture's (one statement)."""
     payment.captured_at = now
     _move(session, payment, "captured", actor=actor, now=now)
     customer = session.get_one(Customer, payment.customer_id)
@@ -539,14 +644,28 @@ def settle_captured(session: Session, payment: Payment, *, actor: Actor, now: da
         )
         _record_invoice(session, invoice, payment, actor=actor, now=now)
         country = payment.invoice_country or customer.country
-        ledger.post_capture(session, payment, invoice, country=country, now=now)
+        ledger.post_capture(
+            session,
+            payment,
+            invoices.store_lines(payment),
+            country=country,
+            now=now,
+            with_authorisation=with_authorisation,
+        )
         return
     sale = sales.lock_sale(session, payment.sale_id)
     invoice = invoices.issue_for_sale_payment(
         session, payment=payment, sale=sale, customer=customer, now=now
     )
     _record_invoice(session, invoice, payment, actor=actor, now=now)
-    ledger.post_capture(session, payment, invoice, country=customer.country, now=now)
+    ledger.post_capture(
+        session,
+        payment,
+        invoices.invoice_lines(session, invoice.id),
+        country=customer.country,
+        now=now,
+        with_authorisation=with_authorisation,
+    )
     notify_user(
         session,
         user_id=customer.user_id,

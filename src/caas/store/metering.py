@@ -49,7 +49,7 @@ from caas.billing import rules as billing_rules
 from caas.billing import service as billing
 from caas.billing.models import Payment
 from caas.billing.provider import PaymentProvider, SandboxProvider
-from caas.catalog.models import Feature
+from caas.catalog.models import Country, Feature
 from caas.core.clock import Clock
 from caas.core.history import Actor, record
 from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
@@ -614,11 +614,9 @@ def settle_month_charge(
     once. Raises `RetryLater` while the provider has not answered. With `dunning`, a failure
     schedules the next try (or pauses the car's metered options) and a success switches
     paused ones back on."""
-    payment = billing.authorise_payment(
+    payment = billing.charge_store_payment(
         session, payment, payment_method=card, provider=provider, actor=ACTOR, now=now
     )
-    if payment.state == "authorised":
-        payment = billing.capture_payment(session, payment, provider=provider, actor=ACTOR, now=now)
     if payment.state == "failed":
         customer = session.get_one(Customer, payment.customer_id)
         tell(
@@ -817,6 +815,21 @@ def retry_month(
     return payment
 
 
+def _settling(session: Session, payment_id: int) -> tuple[Payment, Customer, Country | None]:
+    """The payment to settle with its customer and the country it is invoiced in, in one
+    statement. Billing reads both again while it invoices (`session.get`): as long as the
+    caller holds them, the session has them and sends no statement for them."""
+    payment, customer, country = session.execute(
+        select(Payment, Customer, Country)
+        .join(Customer, Customer.id == Payment.customer_id)
+        .outerjoin(
+            Country, Country.code == func.coalesce(Payment.invoice_country, Customer.country)
+        )
+        .where(Payment.id == payment_id)
+    ).one()
+    return payment, customer, country
+
+
 # --- the chains --------------------------------------------------------------------------------
 
 
@@ -888,7 +901,9 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
         _queue_many(session, SETTLE_TOPIC, settles, now)
 
     def settle(session: Session, payload: dict[str, Any]) -> None:
-        payment = session.get_one(Payment, int(payload["payment_id"]))
+        # Customer and country stay referenced until the settlement is done, so billing finds
+        # them in the session (which holds its objects weakly) instead of reading them again.
+        payment, *kept = _settling(session, int(payload["payment_id"]))
         settle_month_charge(
             session,
             payment,
@@ -898,6 +913,7 @@ def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
             now=clock.now(),
             dunning=Dunning.of(payload) if "vehicle_id" in payload else None,
         )
+        del kept
 
     def retry(session: Session, payload: dict[str, Any]) -> None:
         retry_month(
