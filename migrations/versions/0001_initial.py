@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 21:38:30.783323
+Create Date: 2026-12-03 21:57:28.702906
 """
 
 from collections.abc import Sequence
@@ -84,6 +84,7 @@ def upgrade() -> None:
     op.create_table(
         "login_attempts",
         sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("ip", sa.String(length=64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -91,6 +92,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_attempts")),
     )
     op.create_index("ix_login_attempts_email_at", "login_attempts", ["email", "at"], unique=False)
+    op.create_index("ix_login_attempts_ip_at", "login_attempts", ["ip", "at"], unique=False)
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -1748,6 +1750,7 @@ def downgrade() -> None:
     op.drop_table("parts")
     op.drop_index("ix_outbox_due", table_name="outbox", postgresql_where="done_at IS NULL")
     op.drop_table("outbox")
+    op.drop_index("ix_login_attempts_ip_at", table_name="login_attempts")
     op.drop_index("ix_login_attempts_email_at", table_name="login_attempts")
     op.drop_table("login_attempts")
     op.drop_table("invoice_counters")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from caas.accounts import service
@@ -17,6 +18,7 @@ from caas.accounts.schemas import (
     UserRead,
 )
 from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
+from caas.core.errors import TooManyRequests
 from caas.core.history import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -26,24 +28,34 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _throttled(error: TooManyRequests) -> Response:
+    """The 429 of a throttled try, saying in `Retry-After` how many seconds to wait."""
+    return service.with_retry_after(JSONResponse(error.to_dict(), status_code=error.status), error)
+
+
 @router.post(
     "/auth/login",
     response_model=UserRead,
     summary="Log in with a web session cookie",
+    description="Too many failures for the e-mail, or from the caller's address, in the window "
+    "answer 429 with `Retry-After` (seconds) until the oldest of them is old enough.",
     responses=error_responses(401, 422, 429),
 )
 def login(
     body: LoginCreate, request: Request, session: DbSession, clock: ClockDep, settings: SettingsDep
-) -> User:
-    user = service.authenticate(
-        session,
-        attempts=request.app.state.sessions,
-        email=body.email,
-        password=body.password,
-        ip=_client_ip(request),
-        now=clock.now(),
-        settings=settings,
-    )
+) -> User | Response:
+    try:
+        user = service.authenticate(
+            session,
+            attempts=request.app.state.sessions,
+            email=body.email,
+            password=body.password,
+            ip=_client_ip(request),
+            now=clock.now(),
+            settings=settings,
+        )
+    except TooManyRequests as error:
+        return _throttled(error)
     request.session.clear()
     request.session.update({"uid": user.id, "epoch": user.session_epoch})
     return user
@@ -60,21 +72,25 @@ def logout(request: Request) -> Response:
     response_model=TokenRead,
     status_code=201,
     summary="Exchange e-mail and password for a bearer token (phone app, machines)",
+    description="Limited like `POST /auth/login`: 429 with `Retry-After` after too many failures.",
     responses=error_responses(401, 422, 429),
 )
 def create_token(
     body: TokenCreate, request: Request, session: DbSession, clock: ClockDep, settings: SettingsDep
-) -> TokenRead:
+) -> TokenRead | Response:
     now = clock.now()
-    user = service.authenticate(
-        session,
-        attempts=request.app.state.sessions,
-        email=body.email,
-        password=body.password,
-        ip=_client_ip(request),
-        now=now,
-        settings=settings,
-    )
+    try:
+        user = service.authenticate(
+            session,
+            attempts=request.app.state.sessions,
+            email=body.email,
+            password=body.password,
+            ip=_client_ip(request),
+            now=now,
+            settings=settings,
+        )
+    except TooManyRequests as error:
+        return _throttled(error)
     return TokenRead(token=service.issue_api_token(session, user=user, name=body.name, now=now))
 
 
@@ -87,10 +103,29 @@ def me(user: CurrentUser) -> User:
     "/auth/activate",
     response_model=UserRead,
     summary="Choose a password with the single-use token from the activation e-mail",
-    responses=error_responses(422),
+    description="Tokens that match no link count as failures of the caller's address: after "
+    "too many in the window the address gets 429 with `Retry-After` for a while.",
+    responses=error_responses(422, 429),
 )
-def activate(body: ActivationCreate, session: DbSession, clock: ClockDep) -> User:
-    return service.activate(session, token=body.token, password=body.password, now=clock.now())
+def activate(
+    body: ActivationCreate,
+    request: Request,
+    session: DbSession,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> User | Response:
+    try:
+        return service.activate(
+            session,
+            token=body.token,
+            password=body.password,
+            now=clock.now(),
+            attempts=request.app.state.sessions,
+            ip=_client_ip(request),
+            settings=settings,
+        )
+    except TooManyRequests as error:
+        return _throttled(error)
 
 
 @router.post(

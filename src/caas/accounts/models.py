@@ -77,10 +77,18 @@ class ApiToken(Base):
 
 
 class LoginAttempt(Base):
+    """One try at a password (`login`) or at an activation link's token (`activation`), kept
+    to slow guessing: failures count per account and per address within a window."""
+
     __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_email_at", "email", "at"),)
+    __table_args__ = (
+        Index("ix_login_attempts_email_at", "email", "at"),
+        Index("ix_login_attempts_ip_at", "ip", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # `login` or `activation`; an activation guess names no account (its e-mail is empty).
+    kind: Mapped[str] = mapped_column(String(20), default="login")
     email: Mapped[str] = mapped_column(String(254))
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import delete, func, select
+import structlog
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import Response
 
 from caas.accounts.models import ActivationToken, ApiToken, LoginAttempt, Role, User
 from caas.accounts.security import (
@@ -16,10 +20,21 @@ from caas.accounts.security import (
     verify_password,
 )
 from caas.core.db import unit_of_work
-from caas.core.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
+from caas.core.errors import (
+    CaasError,
+    Conflict,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    TooManyRequests,
+)
 from caas.core.history import Actor, record
 from caas.core.settings import Settings
 from caas.notifications.service import queue_email
+
+log = structlog.get_logger(__name__)
+
+ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 def normalise_email(email: str) -> str:
@@ -110,13 +125,31 @@ def _customer_id(session: Session, user: User) -> int | None:
     return session.scalar(select(Customer.id).where(Customer.user_id == user.id))
 
 
-def activate(session: Session, *, token: str, password: str, now: datetime) -> User:
-    """Consume the link's token and set the customer's chosen password."""
+def activate(
+    session: Session,
+    *,
+    token: str,
+    password: str,
+    now: datetime,
+    attempts: sessionmaker[Session],
+    ip: str,
+    settings: Settings,
+) -> User:
+    """Consume the link's token and set the customer's chosen password.
+
+    A token that matches no link is a guess: it is kept as a failed `activation` attempt of
+    the address, and an address with too many failures is refused for a while (429).
+    """
+    check_throttle(session, kind="activation", email=None, ip=ip, now=now, settings=settings)
     activation = session.scalars(
         select(ActivationToken)
         .where(ActivationToken.token_hash == token_digest(token))
         .with_for_update()
     ).first()
+    if activation is None:
+        record_failure(
+            attempts, kind="activation", email="", ip=ip, now=now, reason="no_such_token"
+        )
     if activation is None or activation.used_at is not None:
         raise InvalidInput(
             "this activation link is not valid or was already used; ask for a new one",
@@ -166,25 +199,14 @@ def authenticate(
     now: datetime,
     settings: Settings,
 ) -> User:
-    """Check a password; too many failures for an e-mail in the window lock it for a while.
+    """Check a password; too many failures for an e-mail, or from an address, in the window
+    refuse every try (the right password too) until the oldest of them leaves the window.
 
     A failed attempt is written through `attempts` in its own transaction: the request that
     failed rolls back, but the failure must still count towards the limit.
     """
     email = normalise_email(email)
-    window_start = now - timedelta(minutes=settings.login_window_minutes)
-    failures = session.scalar(
-        select(func.count(LoginAttempt.id)).where(
-            LoginAttempt.email == email,
-            LoginAttempt.at >= window_start,
-            LoginAttempt.succeeded.is_(False),
-        )
-    )
-    if (failures or 0) >= settings.login_max_failures:
-        raise TooManyRequests(
-            f"too many failed logins; try again in {settings.login_window_minutes} minutes",
-            code="auth.rate_limited",
-        )
+    check_throttle(session, kind="login", email=email, ip=ip, now=now, settings=settings)
     user = session.scalars(select(User).where(User.email == email)).first()
     ok = (
         verify_password(user.password_hash if user else None, password)
@@ -192,11 +214,92 @@ def authenticate(
         and user.is_active
     )
     if not ok or user is None:
-        with unit_of_work(attempts) as own:
-            own.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=False))
+        reason = (
+            "unknown_account"
+            if user is None
+            else "inactive_account"
+            if not user.is_active
+            else "wrong_password"
+        )
+        record_failure(attempts, kind="login", email=email, ip=ip, now=now, reason=reason)
         raise NotAuthenticated("wrong e-mail or password", code="auth.invalid_credentials")
-    session.add(LoginAttempt(email=email, ip=ip, at=now, succeeded=True))
+    session.add(LoginAttempt(kind="login", email=email, ip=ip, at=now, succeeded=True))
     return user
+
+
+# Failures from one address within the window before it is refused: more than an account's
+# limit (`Settings.login_max_failures`), as many people may share an address (an office, a
+# mobile carrier's gateway), yet few enough that guessing tokens from one place goes nowhere.
+MAX_FAILURES_PER_IP = 20
+
+
+def _retry_after(
+    session: Session, *, matching: ColumnElement[bool], limit: int, since: datetime
+) -> int | None:
+    """Seconds until fewer than `limit` failures `matching` are left in the window (None while
+    fewer than `limit` are): when the `limit`-th newest of them leaves it."""
+    limit_th_newest = session.scalar(
+        select(LoginAttempt.at)
+        .where(matching, LoginAttempt.succeeded.is_(False), LoginAttempt.at > since)
+        .order_by(LoginAttempt.at.desc())
+        .offset(limit - 1)
+        .limit(1)
+    )
+    if limit_th_newest is None:
+        return None
+    return max(1, math.ceil((limit_th_newest - since).total_seconds()))
+
+
+def check_throttle(
+    session: Session, *, kind: str, email: str | None, ip: str, now: datetime, settings: Settings
+) -> None:
+    """Refuse (429, with the seconds to wait) a login or activation try while its account or
+    its address has had too many failures in the window; the refusal is logged, not counted."""
+    since = now - timedelta(minutes=settings.login_window_minutes)
+    waits = [
+        _retry_after(
+            session,
+            matching=LoginAttempt.ip == ip,
+            limit=MAX_FAILURES_PER_IP,
+            since=since,
+        )
+    ]
+    if email:
+        waits.append(
+            _retry_after(
+                session,
+                matching=(LoginAttempt.email == email) & (LoginAttempt.kind == "login"),
+                limit=settings.login_max_failures,
+                since=since,
+            )
+        )
+    wait = max((seconds for seconds in waits if seconds is not None), default=None)
+    if wait is None:
+        return
+    log.warning("auth.throttled", kind=kind, email=email or None, ip=ip, retry_after=wait)
+    raise TooManyRequests(
+        f"too many failed attempts; try again in {math.ceil(wait / 60)} minutes",
+        code="auth.rate_limited",
+        retry_after_seconds=wait,
+    )
+
+
+def with_retry_after(response: ResponseT, error: CaasError) -> ResponseT:
+    """`response` with the `Retry-After` header (seconds) a throttled try was told, if any."""
+    seconds = error.extra.get("retry_after_seconds")
+    if isinstance(seconds, int):
+        response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def record_failure(
+    attempts: sessionmaker[Session], *, kind: str, email: str, ip: str, now: datetime, reason: str
+) -> None:
+    """Keep a failed try (in its own transaction, so the caller's rollback keeps it) and log it:
+    which account and address, never the password or token that was tried."""
+    with unit_of_work(attempts) as own:
+        own.add(LoginAttempt(kind=kind, email=email, ip=ip, at=now, succeeded=False))
+    log.warning(f"auth.{kind}_failed", email=email or None, ip=ip, reason=reason)
 
 
 def issue_api_token(session: Session, *, user: User, name: str, now: datetime) -> str:

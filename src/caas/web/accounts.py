@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from caas.accounts import service as accounts
 from caas.accounts.models import User
+from caas.accounts.service import with_retry_after
 from caas.core.api import ClockDep, DbSession, SettingsDep
 from caas.core.errors import InvalidInput, NotAuthenticated, TooManyRequests
 from caas.core.history import Actor, record
@@ -84,12 +85,13 @@ def login(
     except (NotAuthenticated, TooManyRequests) as error:
         values.pop("password", None)
         status = 429 if isinstance(error, TooManyRequests) else 401
-        return render(
+        page = render(
             request,
             "login.html",
             {"values": values, "errors": FormErrors.of(error), "rate_limited": status == 429},
             status_code=status,
         )
+        return with_retry_after(page, error)
     _start_session(request, user)
     return see_other(safe_next(values.get("next")) or HOME[user.role])
 
@@ -142,7 +144,13 @@ def activation_page(
 
 
 @router.post("/activate")
-def activate(request: Request, form: PostedForm, session: DbSession, clock: ClockDep) -> Response:
+def activate(
+    request: Request,
+    form: PostedForm,
+    session: DbSession,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> Response:
     values = values_of(form)
     password, repeated = values.pop("password", ""), values.pop("password_again", "")
     try:
@@ -150,15 +158,22 @@ def activate(request: Request, form: PostedForm, session: DbSession, clock: Cloc
             raise InvalidInput("the two passwords are not the same", field="password_again")
         with session.begin_nested():
             user = accounts.activate(
-                session, token=values.get("token", ""), password=password, now=clock.now()
+                session,
+                token=values.get("token", ""),
+                password=password,
+                now=clock.now(),
+                attempts=request.app.state.sessions,
+                ip=_client_ip(request),
+                settings=settings,
             )
-    except InvalidInput as error:
-        return render(
+    except (InvalidInput, TooManyRequests) as error:
+        page = render(
             request,
             "activate.html",
             {"values": values, "errors": FormErrors.of(error)},
-            status_code=422,
+            status_code=error.status,
         )
+        return with_retry_after(page, error)
     _start_session(request, user)
     flash(request, "flash.activated")
     return see_other(HOME[user.role])
