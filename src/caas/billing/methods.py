@@ -10,7 +10,7 @@ and `charge_token` makes every later charge take the current default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -79,6 +79,50 @@ def charge_token(session: Session, *, customer_id: int, stored: str | None) -> s
         )
     )
     return None if removed is not None else stored
+
+
+def charge_tokens(
+    session: Session, wanted: Iterable[tuple[int, str | None]]
+) -> dict[tuple[int, str | None], str | None]:
+    """`charge_token` for many charges at once, each asked as (customer id, the token it was
+    set up with) and answered under that pair: two statements whatever their number."""
+    asked = set(wanted)
+    if not asked:
+        return {}
+    customers = {customer_id for customer_id, _ in asked}
+    defaults: dict[int, str] = {}
+    for customer_id, token in session.execute(
+        select(PaymentMethod.customer_id, PaymentMethod.token)
+        .where(
+            PaymentMethod.customer_id.in_(customers),
+            PaymentMethod.is_default.is_(True),
+            PaymentMethod.removed_at.is_(None),
+        )
+        .order_by(PaymentMethod.customer_id, PaymentMethod.id)
+    ):
+        defaults.setdefault(customer_id, token)
+    stored = {(customer_id, token) for customer_id, token in asked if token is not None}
+    removed: set[tuple[int, str]] = set()
+    if stored:
+        removed = {
+            (customer_id, token)
+            for customer_id, token in session.execute(
+                select(PaymentMethod.customer_id, PaymentMethod.token).where(
+                    PaymentMethod.customer_id.in_({customer_id for customer_id, _ in stored}),
+                    PaymentMethod.token.in_({token for _, token in stored}),
+                    PaymentMethod.removed_at.is_not(None),
+                )
+            )
+        }
+    tokens: dict[tuple[int, str | None], str | None] = {}
+    for customer_id, kept in asked:
+        if customer_id in defaults:
+            tokens[customer_id, kept] = defaults[customer_id]
+        elif kept is None or (customer_id, kept) in removed:
+            tokens[customer_id, kept] = None
+        else:
+            tokens[customer_id, kept] = kept
+    return tokens
 
 
 # Changing.

@@ -18,6 +18,7 @@ same key, settles it, once: each brings the payment up to what the provider says
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -308,6 +309,20 @@ def charge_store_payment(
 # The store's payments: held at checkout, captured once the car runs what was paid for.
 
 
+@dataclass(frozen=True)
+class StorePayment:
+    """What `begin_store_payment` is asked for one payment (see there)."""
+
+    customer_id: int
+    kind: str
+    lines: Sequence[rules.LineDraft]
+    currency: str
+    country: str
+    payment_method: str
+    idempotency_key: str
+    details: dict[str, object] | None = None
+
+
 def begin_store_payment(
     session: Session,
     *,
@@ -329,60 +344,102 @@ def begin_store_payment(
     Idempotency-Key, or one derived from a renewal's or occurrence's id), so a retry finds this
     row instead of charging twice. Commit before calling the provider (`authorise_payment`).
     """
-    if kind not in rules.STORE_KINDS:
-        raise ValueError(f"not a store payment: {kind}")
-    drafts = [
-        {
-            "description": line.description,
-            "net_minor": line.net_minor,
-            "vat_rate_bp": line.vat_rate_bp,
-            "vat_minor": line.vat_minor,
-        }
-        for line in lines
-    ]
-    amount = rules.totals(list(lines)).gross_minor
-    request_hash = fingerprint(
-        {"kind": kind, "lines": drafts, "currency": currency, "method": payment_method}
+    asked = StorePayment(
+        customer_id, kind, lines, currency, country, payment_method, idempotency_key, details
     )
-    found = _payment_by_key(session, customer_id, idempotency_key)
-    if found is not None:
-        if found.request_hash != request_hash:
-            raise Conflict(
-                "this Idempotency-Key was already used for a different payment",
-                code="idempotency.key_reused",
+    return begin_store_payments(session, [asked], actor=actor, now=now)[0]
+
+
+def begin_store_payments(
+    session: Session, asked: Sequence[StorePayment], *, actor: Actor, now: datetime
+) -> list[Payment]:
+    """`begin_store_payment` for many payments (the month's metered charges of a chunk of
+    cars), one answer each in the same order: the payments their keys started already read in
+    one statement, the new ones written in one and their history rows in one."""
+    for one in asked:
+        if one.kind not in rules.STORE_KINDS:
+            raise ValueError(f"not a store payment: {one.kind}")
+    started: dict[tuple[int, str], Payment] = {}
+    if asked:
+        for earlier in session.scalars(
+            select(Payment).where(
+                Payment.customer_id.in_({one.customer_id for one in asked}),
+                Payment.idempotency_key.in_({one.idempotency_key for one in asked}),
             )
-        return found
-    if amount <= 0:
-        raise ValueError("a store payment takes a positive amount")
-    payment = Payment(
-        sale_id=None,
-        customer_id=customer_id,
-        kind=kind,
-        amount_minor=amount,
-        currency=currency,
-        state="pending",
-        reference=rules.new_payment_reference(),
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        invoice_lines=drafts,
-        invoice_country=country,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(payment)
-    session.flush()
-    record(
-        session,
-        at=now,
-        actor=actor,
-        subject_type="payment",
-        subject_id=payment.id,
-        customer_id=customer_id,
-        event="payment.pending",
-        to_state="pending",
-        details={"kind": kind, "amount_minor": amount, "currency": currency, **(details or {})},
-    )
-    return payment
+        ):
+            started[earlier.customer_id, earlier.idempotency_key] = earlier
+    answers: list[Payment] = []
+    new: list[tuple[Payment, StorePayment]] = []
+    for one in asked:
+        drafts = [
+            {
+                "description": line.description,
+                "net_minor": line.net_minor,
+                "vat_rate_bp": line.vat_rate_bp,
+                "vat_minor": line.vat_minor,
+            }
+            for line in one.lines
+        ]
+        request_hash = fingerprint(
+            {
+                "kind": one.kind,
+                "lines": drafts,
+                "currency": one.currency,
+                "method": one.payment_method,
+            }
+        )
+        found = started.get((one.customer_id, one.idempotency_key))
+        if found is not None:
+            if found.request_hash != request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was already used for a different payment",
+                    code="idempotency.key_reused",
+                )
+            answers.append(found)
+            continue
+        amount = rules.totals(list(one.lines)).gross_minor
+        if amount <= 0:
+            raise ValueError("a store payment takes a positive amount")
+        payment = Payment(
+            sale_id=None,
+            customer_id=one.customer_id,
+            kind=one.kind,
+            amount_minor=amount,
+            currency=one.currency,
+            state="pending",
+            reference=rules.new_payment_reference(),
+            idempotency_key=one.idempotency_key,
+            request_hash=request_hash,
+            invoice_lines=drafts,
+            invoice_country=one.country,
+            created_at=now,
+            updated_at=now,
+        )
+        # A key asked twice in one call is one payment, as two calls in a row would give.
+        started[one.customer_id, one.idempotency_key] = payment
+        new.append((payment, one))
+        answers.append(payment)
+    if new:
+        session.add_all(payment for payment, _ in new)
+        session.flush()
+    for payment, one in new:
+        record(
+            session,
+            at=now,
+            actor=actor,
+            subject_type="payment",
+            subject_id=payment.id,
+            customer_id=one.customer_id,
+            event="payment.pending",
+            to_state="pending",
+            details={
+                "kind": one.kind,
+                "amount_minor": payment.amount_minor,
+                "currency": one.currency,
+                **(one.details or {}),
+            },
+        )
+    return answers
 
 
 def capture_payment(

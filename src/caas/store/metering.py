@@ -456,19 +456,31 @@ def invoice_lines(
 def _card(session: Session, vehicle_id: int, customer_id: int) -> str | None:
     """The customer's default card when they keep one; else the card kept on the newest
     purchase of a metered option of the car, unless the customer removed it."""
-    kept = session.scalar(
-        select(Purchase.payment_method)
-        .join(Entitlement, Entitlement.purchase_id == Purchase.id)
+    return _cards(session, [(vehicle_id, customer_id)])[vehicle_id, customer_id]
+
+
+def _cards(session: Session, cars: Sequence[tuple[int, int]]) -> dict[tuple[int, int], str | None]:
+    """`_card` for many (car, customer) at once: three statements whatever their number."""
+    if not cars:
+        return {}
+    kept: dict[tuple[int, int], str] = {}
+    for vehicle_id, customer_id, token in session.execute(
+        select(Entitlement.vehicle_id, Entitlement.customer_id, Purchase.payment_method)
+        .join(Purchase, Entitlement.purchase_id == Purchase.id)
         .where(
-            Entitlement.vehicle_id == vehicle_id,
-            Entitlement.customer_id == customer_id,
+            Entitlement.vehicle_id.in_({vehicle_id for vehicle_id, _ in cars}),
+            Entitlement.customer_id.in_({customer_id for _, customer_id in cars}),
             Entitlement.source == "metered",
             Purchase.payment_method.is_not(None),
         )
-        .order_by(Purchase.id.desc())
-        .limit(1)
-    )
-    return methods.charge_token(session, customer_id=customer_id, stored=kept)
+        # The newest purchase's card per car and customer.
+        .distinct(Entitlement.vehicle_id, Entitlement.customer_id)
+        .order_by(Entitlement.vehicle_id, Entitlement.customer_id, Purchase.id.desc())
+    ):
+        if customer_id is not None and token is not None:
+            kept[vehicle_id, customer_id] = token
+    tokens = methods.charge_tokens(session, {(car[1], kept.get(car)) for car in cars})
+    return {car: tokens[car[1], kept.get(car)] for car in cars}
 
 
 def begin_month_charge(
@@ -539,36 +551,43 @@ def begin_month_charges(
         for line in rated_usage(session, vehicle_ids, start=start, end=end):
             if line.priced.net_minor > 0:
                 usage.setdefault((line.vehicle_id, line.customer_id), []).append(line)
-    # Into the session's identity map, where `invoice_lines` finds them without a query.
+    # Into the session's identity map, where `invoice_lines` finds them without a query (kept
+    # referenced: the session holds its objects weakly).
     feature_ids = {line.feature_id for lines in usage.values() for line in lines}
-    session.scalars(select(Feature).where(Feature.id.in_(feature_ids))).all()
-    begun: list[tuple[int, Payment, str | None]] = []
+    features = session.scalars(select(Feature).where(Feature.id.in_(feature_ids))).all()
+    cards = _cards(session, [car for car in cars if car in usage])
+    answers: list[tuple[int, Payment | None, str | None]] = []
+    asked: list[billing.StorePayment] = []
     for car in cars:
         vehicle_id, customer_id = car
         payment = started.get((customer_id, keys[car]))
         if payment is not None:
-            begun.append((vehicle_id, payment, None))
+            answers.append((vehicle_id, payment, None))
             continue
         lines = usage.get(car)
-        card = _card(session, vehicle_id, customer_id) if lines else None
+        card = cards.get(car)
         if not lines or card is None:
             continue
         customer = customers[customer_id]
-        payment = billing.begin_store_payment(
-            session,
-            customer_id=customer_id,
-            kind="metered",
-            lines=invoice_lines(lines, customer, session),
-            currency=lines[0].currency,
-            country=customer.country,
-            payment_method=card,
-            idempotency_key=keys[car],
-            actor=ACTOR,
-            now=now,
-            details={"vehicle_id": vehicle_id, "month": month},
+        asked.append(
+            billing.StorePayment(
+                customer_id=customer_id,
+                kind="metered",
+                lines=invoice_lines(lines, customer, session),
+                currency=lines[0].currency,
+                country=customer.country,
+                payment_method=card,
+                idempotency_key=keys[car],
+                details={"vehicle_id": vehicle_id, "month": month},
+            )
         )
-        begun.append((vehicle_id, payment, card))
-    return begun
+        answers.append((vehicle_id, None, card))
+    del features
+    new = iter(billing.begin_store_payments(session, asked, actor=ACTOR, now=now))
+    return [
+        (vehicle_id, payment if payment is not None else next(new), card)
+        for vehicle_id, payment, card in answers
+    ]
 
 
 @dataclass(frozen=True)
