@@ -5,7 +5,7 @@ DEMO_ARGS ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench browser clean
+.PHONY: install demo test soak lint format bench browser clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: install browser
 	@$(BIN)/pytest -p no:cacheprovider; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
+# The concurrency soak (tests/soak): a few minutes of customers, cars and a moving clock, then
+# the invariants; `make test` skips it. SOAK_SECONDS=60 shortens the load.
+soak: install
+	@CAAS_SOAK=1 $(BIN)/pytest -p no:cacheprovider -m soak tests/soak
+
 lint: install
 	$(BIN)/ruff check src tests migrations bench
 	$(BIN)/ruff format --check src tests migrations bench
@@ -38,8 +43,10 @@ format: install
 	$(BIN)/ruff format src tests migrations bench
 	$(BIN)/ruff check --fix src tests migrations bench
 
+# Every benchmark at N and 10 N, one table, bench/results/latest.json (bench/README.md);
+# `make bench BENCH_ARGS="--only api --api 50"` passes options to `caas bench all`.
 bench: install
-	$(BIN)/caas bench all
+	$(BIN)/caas bench all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .caas .mypy_cache .ruff_cache .pytest_cache
