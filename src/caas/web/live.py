@@ -146,6 +146,8 @@ class Wake:
     topics: tuple[str, ...] = ()
     subjects: frozenset[str] = frozenset()
     subject_prefix: str | None = None
+    # At most one read per this long while notifications keep coming.
+    settle: float = SETTLE_SECONDS
 
     def __call__(self, channel: str, payload: str) -> bool:
         if not payload:
@@ -202,7 +204,7 @@ async def _events(
                 until = min(read_at + every, spoke_at + HEARTBEAT_SECONDS, end)
                 if now >= read_at + every or await _wait(listener, wake, until - now):
                     break
-            await asyncio.sleep(max(0.0, read_at + SETTLE_SECONDS - time.monotonic()))
+            await asyncio.sleep(max(0.0, read_at + wake.settle - time.monotonic()))
     finally:
         if listener is not None:
             await listener.close()

@@ -22,6 +22,9 @@ from caas.web.pages import OperatorPage, PageRoute, render
 router = APIRouter(prefix="/operator/pushes", route_class=PageRoute, include_in_schema=False)
 
 RECENT = 20
+# A fleet-wide push makes thousands of answers a minute: the list's counts are read again at
+# most this often meanwhile (one push's page follows at the live pages' own pace).
+PUSHES_SETTLE_SECONDS = 1.0
 PAGE_SIZE = 50
 # The counts the pages show, in their order (`outcome` filters the drill-down by the last six).
 COUNTS = ("targeted", "published", *pushes.OUTCOMES)
@@ -172,7 +175,8 @@ def pushes_live(session: DbSession, _: OperatorPage) -> PushesLive:
 def pushes_events(request: Request, _: OperatorPage) -> StreamingResponse:
     """The recent pushes' counts, sent again whenever a car of any push answers or gets its
     manifest, and when a new push starts issuing (`ota.publish`)."""
-    return live.stream(request, recent_live, live.Wake(("ota.",), subject_prefix="push:"))
+    wake = live.Wake(("ota.",), subject_prefix="push:", settle=PUSHES_SETTLE_SECONDS)
+    return live.stream(request, recent_live, wake)
 
 
 @router.get("/{push_id}")
