@@ -4,7 +4,7 @@ runs days ahead; then, once every car is online and the worker has drained, the 
 money and configuration hold (`tests.soak.invariants`).
 
 Bounded in time: `SOAK_SECONDS` of load (default 90), then at most `QUIESCE_SECONDS` for the
-platform to settle. `SOAK_CUSTOMERS` sets how many customers (each with one car; default 40).
+platform to settle. `SOAK_CUSTOMERS` sets how many customers (each with one car; default 30).
 The summary (operations by kind and answer, errors by kind, what the run made) is printed at
 the end of pytest's report.
 """
@@ -34,10 +34,10 @@ from tests.soak.customers import Shopper, Tally
 from tests.soak.world import World, add_customers, running_world
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "90"))
-CUSTOMERS = int(os.environ.get("SOAK_CUSTOMERS", "40"))
-# The platform's clock runs a day ahead every few seconds of the soak: windows end, monthly
+CUSTOMERS = int(os.environ.get("SOAK_CUSTOMERS", "30"))
+# The platform's clock runs two days ahead every few seconds of the soak: windows end, monthly
 # subscriptions renew (or fail to, and are retried or lapse) within the run.
-CLOCK_STEP = timedelta(days=1)
+CLOCK_STEP = timedelta(days=2)
 CLOCK_EVERY_SECONDS = 3.0
 # Each car, every half second, may lose its network (for 1 to 6 s).
 DROP_CHANCE = 0.02
