@@ -28,7 +28,7 @@ from tests.multi.conftest import WAIT_SECONDS, Cluster, Process
 from tests.servers import wait_until
 
 # The cluster starts four processes and a fleet; a busy machine needs more than the default.
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(600)
 
 ACTOR = Actor.system("multi-test")
 CONTEXT = {
@@ -239,10 +239,12 @@ def test_a_worker_killed_mid_work_loses_nothing(cluster: Cluster) -> None:
     victim, survivor = cluster.workers
     run = uuid.uuid4().hex[:8]
     addresses = queue_work(cluster, run, EMAILS)
-    wait(lambda: sent_by(victim, addresses) >= 10, "the victim at work", cluster)
+    wait(lambda: sent_by(victim, addresses) >= 5, "the victim at work", cluster)
 
     victim.kill()
     by_victim = sent_by(victim, addresses)
+    left = EMAILS - by_victim - sent_by(survivor, addresses)
+    assert left > 0, "the survivor had done everything before the kill: nothing to prove"
 
     wait(lambda: outbox_done(cluster) and cluster.newest_versions_applied(), "the work", cluster)
     mails = mails_to(cluster, addresses)
