@@ -56,7 +56,7 @@ def active_entitlements_are_paid(session: Session) -> list[str]:
         LEFT JOIN payments pp ON pp.id = pu.payment_id
         WHERE e.state = 'active'
           AND e.source NOT IN ('plan', 'trial')
-          AND NOT (pu.state = 'active' AND pp.state = 'captured')
+          AND NOT coalesce(pu.state = 'active' AND pp.state = 'captured', false)
           AND NOT (
             e.source = 'subscription' AND e.purchase_id IS NULL AND EXISTS (
               SELECT 1 FROM history h
