@@ -1,8 +1,9 @@
 """The world the authorisation matrix probes: customer A with everything a customer can own
 (a delivered car, its order, invoice, saved card, purchase, subscription, schedule, phone key,
 transfer, service order, notifications, an option), customer B with a car of their own, a
-salesperson of A's dealership and one of another, the workshop and the operator, each with a
-bearer token; plus the operator's objects (a release and its rollout).
+salesperson of A's dealership and one of another, a mechanic of the workshop A's service order
+is booked at and one of another workshop, and the operator, each with a bearer token; plus the
+operator's objects (a release, and its running rollout that offers it to A's car).
 
 Everything is built once per module in one outer transaction on one connection, which is
 rolled back at the end; each probe runs inside a savepoint of its own that is rolled back too,
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,7 +130,6 @@ def build_world(
     settings: Settings,
     clock: FixedClock,
     sandbox: PaymentSandbox,
-    data_dir: Path,
 ) -> World:
     """Build every object of A (and B's car) through the services and the API, committed to
     the module's outer transaction."""
@@ -384,6 +383,8 @@ def build_world(
         "subscription_id": {subscription.id},
         "user_id": {owner_a.user.id},
     }
+    # The API calls above ran on the same connection, inside this session's savepoint: commit,
+    # or closing the session would roll them back.
     db.commit()
     db.close()
     return world

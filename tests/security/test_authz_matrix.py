@@ -368,7 +368,6 @@ def world(
                 settings=settings,
                 clock=clock,
                 sandbox=payment_sandbox,
-                data_dir=root,
             )
         outer.rollback()
     use_signing_material(None)
