@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock, SystemClock
+from caas.core.db import database_unreachable
 from caas.core.outbox import Handler, OutboxListener, Relay
 from caas.core.settings import Settings
 
@@ -123,6 +124,11 @@ def _listener_url(sessions: sessionmaker[Session]) -> str | None:
     return listener.url if listener is not None else None
 
 
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
 class Worker:
     """Runs the relay until stopped; several workers may run side by side.
 
@@ -212,8 +218,14 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     handled = relay.run_once()
-                except Exception:  # a broken database must not kill the worker
-                    log.exception("worker.cycle_failed")
+                except Exception as error:  # a broken database must not kill the worker
+                    if database_unreachable(error):
+                        # Down or restarting: one line per try, not a traceback every half
+                        # second per thread (formatting those held up the threads that log
+                        # while holding a transaction, long after the database was back).
+                        log.warning("worker.database_unavailable", error=_first_line(error))
+                    else:
+                        log.exception("worker.cycle_failed")
                     handled = 0
                 if handled == 0:
                     self._idle(listener)

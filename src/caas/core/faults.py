@@ -7,11 +7,15 @@ tests use it to hit a window of a few microseconds deterministically (the money 
 manifest not yet published, the car's `applied` stored but the money not yet taken), then start
 a worker without it and check that nothing was lost or done twice.
 
-Off unless the variable is set, and nothing but those tests sets it. The points:
+Off unless the variable is set, and nothing but those tests sets it. The points, each of
+which may be narrowed to one subject with `<point>:<subject>`:
 
-- `ota.publish`: a configuration is about to go to the broker (`caas.ota.jobs`);
-- `store.capture`: a purchase the car applied is about to be captured (`caas.store.purchases`);
-- `store.captured`: the provider has taken the money, the platform has not committed it yet.
+- `ota.publish` (subject: the VIN): a configuration is about to go to the broker
+  (`caas.ota.jobs`);
+- `store.capture` (subject: the purchase's id): a purchase the car applied is about to be
+  captured (`caas.store.purchases`);
+- `store.captured` (the same): the provider has taken the money, the platform has not
+  committed it yet.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import signal
 KILL_AT_VARIABLE = "CAAS_FAULT_KILL_AT"
 
 
-def kill_point(point: str) -> None:
-    """Die here, at once and uncleanly, when `CAAS_FAULT_KILL_AT` names `point`."""
-    if os.environ.get(KILL_AT_VARIABLE) == point:
+def kill_point(point: str, subject: object = "") -> None:
+    """Die here, at once and uncleanly, when `CAAS_FAULT_KILL_AT` names `point` (or
+    `point:subject`)."""
+    wanted = os.environ.get(KILL_AT_VARIABLE)
+    if wanted and wanted in (point, f"{point}:{subject}"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -43,7 +43,7 @@ def publish_configuration(
         raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
     service.published(session, version, now=clock.now(), resend_after=resend_after)
     session.flush()
-    kill_point("ota.publish")
+    kill_point("ota.publish", vin)
     try:
         publisher.publish_desired(vin, service.manifest_payload(version))
     except PublishFailed as error:

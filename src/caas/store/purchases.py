@@ -828,7 +828,7 @@ def capture(
     if purchase is None or purchase.state != "delivering":
         return
     if purchase.payment_id is not None:
-        kill_point("store.capture")
+        kill_point("store.capture", purchase_id)
         payment = billing.capture_payment(
             session,
             session.get_one(Payment, purchase.payment_id),
@@ -836,7 +836,7 @@ def capture(
             actor=PLATFORM,
             now=now,
         )
-        kill_point("store.captured")
+        kill_point("store.captured", purchase_id)
         if payment.state == "authorised":
             raise RetryLater("the provider has not confirmed the capture yet")
         if payment.state != "captured":
