@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -178,7 +179,28 @@ def ledger_balances(session: Session, provider_cash: dict[str, int]) -> list[str
     return problems
 
 
-def one_effect_per_key(session: Session, world: World) -> list[str]:
+@dataclass(frozen=True)
+class ProviderBooks:
+    """What the payment sandbox did: our reference of each authorisation it made (one entry
+    per authorisation) and every capture and refund it settled."""
+
+    authorised: list[str]
+    settlements: list[Settlement]
+
+
+def provider_books(world: World) -> ProviderBooks:
+    authorised = [a.reference for a in list(world.sandbox.authorizations.values())]
+    answer = httpx.get(
+        f"{world.payments_url}/v1/settlements", headers={API_KEY_HEADER: PAYMENT_API_KEY}
+    )
+    answer.raise_for_status()
+    return ProviderBooks(
+        authorised=authorised,
+        settlements=[Settlement.model_validate(item) for item in answer.json()],
+    )
+
+
+def one_effect_per_key(session: Session, books: ProviderBooks) -> list[str]:
     """No Idempotency-Key acted twice: one payment per purchase and one purchase per payment,
     one entitlement per purchase line, and at the provider one authorisation per payment and
     at most one capture."""
@@ -205,7 +227,7 @@ def one_effect_per_key(session: Session, world: World) -> list[str]:
         )
     ]
     references = set(session.scalars(text("SELECT reference FROM payments")))
-    authorisations = Counter(a.reference for a in list(world.sandbox.authorizations.values()))
+    authorisations = Counter(books.authorised)
     problems += [
         f"payment {reference} authorised {count} times at the provider"
         for reference, count in authorisations.items()
@@ -216,7 +238,7 @@ def one_effect_per_key(session: Session, world: World) -> list[str]:
         for reference in authorisations
         if reference not in references
     ]
-    captures = Counter(s.reference for s in settlements(world) if s.kind == "capture")
+    captures = Counter(s.reference for s in books.settlements if s.kind == "capture")
     problems += [
         f"payment {reference} captured {count} times at the provider"
         for reference, count in captures.items()
@@ -225,7 +247,7 @@ def one_effect_per_key(session: Session, world: World) -> list[str]:
     return problems
 
 
-def provider_agrees(session: Session, world: World) -> list[str]:
+def provider_agrees(session: Session, books: ProviderBooks) -> list[str]:
     """The money the provider took is exactly what the platform's payments say was taken."""
     taken = {
         r.reference: int(r.amount_minor)
@@ -237,7 +259,7 @@ def provider_agrees(session: Session, world: World) -> list[str]:
         )
     }
     at_provider: Counter[str] = Counter()
-    for settlement in settlements(world):
+    for settlement in books.settlements:
         if settlement.kind == "capture":
             at_provider[settlement.reference] += settlement.amount_minor
     problems = [
@@ -252,18 +274,10 @@ def provider_agrees(session: Session, world: World) -> list[str]:
     return problems
 
 
-def settlements(world: World) -> list[Settlement]:
-    answer = httpx.get(
-        f"{world.payments_url}/v1/settlements", headers={API_KEY_HEADER: PAYMENT_API_KEY}
-    )
-    answer.raise_for_status()
-    return [Settlement.model_validate(item) for item in answer.json()]
-
-
-def provider_cash(world: World) -> dict[str, int]:
+def provider_cash(books: ProviderBooks) -> dict[str, int]:
     """What the provider holds for the maker per currency: captures less refunds."""
     cash: Counter[str] = Counter()
-    for settlement in settlements(world):
+    for settlement in books.settlements:
         sign = 1 if settlement.kind == "capture" else -1
         cash[settlement.currency] += sign * settlement.amount_minor
     return dict(cash)
@@ -346,15 +360,16 @@ def all_violations(world: World) -> dict[str, list[str]]:
     agents = dict(world.agents)
     cars = world.cars.call(lambda: what_cars_run(agents))
     now = world.clock.now()
-    cash = provider_cash(world)
+    books = provider_books(world)
+    cash = provider_cash(books)
     checks: dict[str, Callable[[Session], list[str]]] = {
         "every capture has an invoice": captures_have_invoices,
         "every active entitlement is paid, a trial or the plan's": active_entitlements_are_paid,
         "nothing left half done": nothing_left_half_done,
         "invoice numbers unique and gap-free per series": invoice_numbers_gap_free,
         "the ledger balances": lambda session: ledger_balances(session, cash),
-        "no idempotency key acted twice": lambda session: one_effect_per_key(session, world),
-        "the provider took what the platform says": lambda session: provider_agrees(session, world),
+        "no idempotency key acted twice": lambda session: one_effect_per_key(session, books),
+        "the provider took what the platform says": lambda session: provider_agrees(session, books),
         "every car runs its desired configuration": lambda session: cars_run_their_configuration(
             session, cars, now
         ),

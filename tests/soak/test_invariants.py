@@ -15,6 +15,7 @@ from caas.catalog.models import Feature
 from caas.core.clock import FixedClock
 from caas.core.settings import Settings
 from caas.protocol.mqtt import FeatureState, ManifestBody
+from caas.protocol.payments import Settlement
 from caas.store.models import Entitlement
 from caas.vehicles.models import Vehicle
 from tests.soak import invariants
@@ -193,3 +194,60 @@ def test_a_car_runs_the_features_on_at_the_moment_inside_their_windows() -> None
         }
     )
     assert invariants.running_at(body, NOW) == ["entertainment"]
+
+
+def _settlement(kind: str, reference: str, amount: int) -> Settlement:
+    return Settlement(
+        kind=kind,
+        id=f"set_{secrets.token_hex(6)}",
+        authorization=f"auth_{reference}",
+        reference=reference,
+        amount_minor=amount,
+        currency="EUR",
+        at=NOW,
+    )
+
+
+def test_a_payment_authorised_or_captured_twice_at_the_provider_is_found(
+    db: Session, settings: Settings, clock: FixedClock
+) -> None:
+    car = _car(db, settings, clock)
+    payment = _payment(db, car)
+    twice = invariants.ProviderBooks(
+        authorised=[payment.reference, payment.reference, "pay_nobody_knows"],
+        settlements=[_settlement("capture", payment.reference, 1_210)] * 2,
+    )
+    found = invariants.one_effect_per_key(db, twice)
+    assert f"payment {payment.reference} authorised 2 times at the provider" in found
+    assert f"payment {payment.reference} captured 2 times at the provider" in found
+    assert "the provider authorised pay_nobody_knows, which the platform does not know" in found
+
+
+def test_money_the_provider_took_that_the_platform_does_not_count_is_found(
+    db: Session, settings: Settings, clock: FixedClock
+) -> None:
+    car = _car(db, settings, clock)
+    taken = _payment(db, car)
+    held = _payment(db, car, state="authorised")
+    books = invariants.ProviderBooks(
+        authorised=[taken.reference, held.reference],
+        settlements=[
+            _settlement("capture", taken.reference, 1_000),
+            _settlement("capture", held.reference, 1_210),
+        ],
+    )
+    found = invariants.provider_agrees(db, books)
+    assert f"payment {taken.reference}: platform took 1210, provider 1000" in found
+    assert (
+        f"the provider captured {held.reference}, which the platform does not count as taken"
+        in found
+    )
+    assert invariants.provider_cash(books) == {"EUR": 2_210}
+
+
+def test_a_car_behind_its_newest_configuration_is_found(
+    db: Session, settings: Settings, clock: FixedClock
+) -> None:
+    car = _car(db, settings, clock)  # born with its configuration version 1, not yet applied
+    found = invariants.cars_run_their_configuration(db, {car.vin: (0, [])}, clock.now())
+    assert f"{car.vin}: newest version 1 is pending, the car runs version 0" in found
