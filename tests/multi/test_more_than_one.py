@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from caas.core.history import Actor
 from caas.core.outbox import OutboxMessage
+from caas.core.settings import Settings
 from caas.notifications.service import queue_email
 from caas.ota import service as ota
 from caas.protocol.payments import CARD_SUCCEEDS
@@ -40,6 +41,9 @@ CONTEXT = {
     "dealership_address": "Paseo de la Castellana 100, 28046 Madrid",
 }
 EMAILS = 150
+# Threads a worker delivers the outbox with (CAAS_WORKER_THREADS, unset in the cluster): at
+# most this many e-mails can be between the SMTP server's acceptance and the commit at a kill.
+RELAY_THREADS: int = Settings.model_fields["worker_threads"].default
 
 
 # --- what the test queues, and what became of it ----------------------------------------------
@@ -254,7 +258,7 @@ def test_a_worker_killed_mid_work_loses_nothing(cluster: Cluster) -> None:
     # when it died is sent again by the survivor, with the same Message-ID. At most one per
     # thread the victim delivered with.
     twice = [id_ for id_, times in per_message.items() if times > 1]
-    assert len(twice) <= 2 and all(per_message[id_] == 2 for id_ in twice), per_message
+    assert len(twice) <= RELAY_THREADS and all(per_message[id_] == 2 for id_ in twice), per_message
     # The survivor sent the rest (and the e-mails sent twice, when the victim died before its
     # log line, are among the rest).
     assert EMAILS - by_victim <= sent_by(survivor, addresses) <= EMAILS - by_victim + len(twice)
