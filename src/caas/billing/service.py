@@ -33,6 +33,7 @@ from caas.billing.rules import NEVER_RECEIVED
 from caas.core.errors import Conflict, Forbidden, NotFound
 from caas.core.history import Actor, record
 from caas.core.idempotency import fingerprint
+from caas.core.live import announce
 from caas.core.money import Money
 from caas.notifications.service import notify_user
 from caas.protocol.payments import Authorization, Event
@@ -557,6 +558,8 @@ def _move(
             **(details or {}),
         },
     )
+    if payment.sale_id is not None:
+        announce(session, f"sale:{payment.sale_id}")  # the order page's "payment in progress"
     if to_state == "authorised" and post_hold:
         ledger.post_authorisation(session, payment, now=now)
     elif to_state == "voided":

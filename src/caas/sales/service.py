@@ -16,6 +16,7 @@ from caas.catalog import service as catalog
 from caas.catalog.models import Country, Feature, Platform
 from caas.core.errors import Conflict, NotFound
 from caas.core.history import Actor, record
+from caas.core.live import announce
 from caas.core.money import Money
 from caas.core.settings import Settings
 from caas.notifications.service import notify_user
@@ -202,6 +203,7 @@ def transition_order(
         to_state=to_state,
         details=details,
     )
+    announce(session, f"sale:{sale.id}")  # the buyer's open order page follows at commit
     if to_state in NOTIFIED_STATES:
         _notify_customer(session, sale, f"order.{to_state}", details or {}, now)
 
