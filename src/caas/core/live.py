@@ -1,9 +1,10 @@
-"""Live signals for open pages: `NOTIFY caas_live` with what changed (`vehicle:12`, `push:3`).
+"""Live signals for open pages: `NOTIFY caas_live` with what changed (`vehicle:12`, `push:3`,
+`sale:7`).
 
 The outbox's own NOTIFY (`caas.core.outbox`) only goes out when work is queued; some changes a
 live page shows queue nothing (a car applying a plain configuration, a manifest reaching the
-broker). Where such a change is stored, `announce` names it, and PostgreSQL delivers the
-notification at the transaction's commit (never for a rollback) to the streams of
+broker, a payment failing). Where such a change is stored, `announce` names it, and PostgreSQL
+delivers the notification at the transaction's commit (never for a rollback) to the streams of
 `caas.web.live`, which read again only when the subject is theirs.
 """
 

@@ -2,16 +2,16 @@
 an order's progress and the configuration pushes' counts to the open page
 (`static/live-status.js`, `static/store.js`, `static/pushes.js`).
 
-A stream reads the status, sends it, then waits on PostgreSQL `LISTEN` and reads again only
-when a notification concerns it, sending only what changed. Two channels wake it: the outbox's
+A stream reads the status, sends it, then waits on PostgreSQL `LISTEN` and reads again only when
+a notification concerns it, sending only what changed. Two channels wake it: the outbox's
 `NOTIFY caas_outbox` (its payload is the queued message's topic; each stream names the topics
 that can change what it shows) and `NOTIFY caas_live` (`caas.core.live.announce`: `vehicle:12`
-when a car answered or got its manifest, `push:3` for its push). Both arrive at the commit of
-the change. A slow safety re-read every `RECHECK_SECONDS` catches a change that told nobody;
-a stream that cannot listen (the sessions share one connection, in tests, or the database
-refused) re-reads every `POLL_SECONDS` instead. A comment line every `HEARTBEAT_SECONDS` keeps
-proxies from closing a quiet stream; the stream ends once the status is final, or after
-`LIFETIME_SECONDS` (the browser reconnects).
+when a car answered or got its manifest, `push:3` for its push, `sale:7` when an order or one of
+its payments moved). Both arrive at the commit of the change. A slow safety re-read every
+`RECHECK_SECONDS` catches a change that told nobody; a stream that cannot listen (the sessions
+share one connection, in tests, or the database refused) re-reads every `POLL_SECONDS` instead.
+A comment line every `HEARTBEAT_SECONDS` keeps proxies from closing a quiet stream; the stream
+ends once the status is final, or after `LIFETIME_SECONDS` (the browser reconnects).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def order_events(
     def read(reading: Session) -> BaseModel:
         return portal.live_status(request, sale_id, reading, reading.get_one(User, user.id))
 
-    return stream(request, read, Wake(ORDER_TOPICS))
+    return stream(request, read, Wake(ORDER_TOPICS, frozenset({f"sale:{sale_id}"})))
 
 
 @router.get("/cars/{vin}/purchases/{purchase_id}/events")
