@@ -20,7 +20,7 @@ from caas.core.settings import Settings
 from caas.web import catalogs, strings
 from caas.web.pages import _environment
 from caas.web.site import include_web  # noqa: F401 - every page's texts, as in the app
-from tests.web.support import submit, text_of
+from tests.web.support import log_in, submit, text_of
 
 ITALIAN = """\
 msgid ""
@@ -127,3 +127,13 @@ def test_every_french_text_is_a_known_key_with_the_english_placeholders() -> Non
     for key, text in french.texts.items():
         assert key in english, key
         assert set(placeholder.findall(text)) == set(placeholder.findall(english[key])), key
+
+
+def test_the_operators_pages_read_in_french(app_client: TestClient) -> None:
+    choose(app_client, "fr")
+    log_in(app_client, "operator@caas.example")
+    fleet = text_of(app_client.get("/operator/fleet").text)
+    assert "Flotte" in fleet and "Envois" in fleet and "Journal d'audit" in fleet
+    assert "Fleet" not in fleet and "Audit trail" not in fleet
+    pushes = text_of(app_client.get("/operator/pushes").text)
+    assert "Envois de configuration" in pushes
