@@ -507,9 +507,13 @@ def _lock(session: Session, payment_id: int) -> Payment:
     A row this session locked already in its current transaction (and savepoint) cannot have
     changed since (the lock holds until the transaction ends, and this session's own changes
     are in its object), so it is not read again: one settlement locks its payment once."""
-    scope = (session.get_transaction(), session.get_nested_transaction())
     held: tuple[object, set[int]] | None = session.info.get(_LOCKED)
-    if held is not None and held[0] == scope and payment_id in held[1]:
+    if (
+        held is not None
+        and session.get_transaction() is not None
+        and held[0] == (session.get_transaction(), session.get_nested_transaction())
+        and payment_id in held[1]
+    ):
         known = session.get(Payment, payment_id)  # the session's own object, no statement
         if known is not None:
             return known
@@ -519,6 +523,8 @@ def _lock(session: Session, payment_id: int) -> Payment:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+    # The transaction the lock was taken in (the query began it if none was running).
+    scope = (session.get_transaction(), session.get_nested_transaction())
     if held is None or held[0] != scope:
         held = (scope, set())
         session.info[_LOCKED] = held
