@@ -43,8 +43,10 @@ format: install
 	$(BIN)/ruff format src tests migrations bench
 	$(BIN)/ruff check --fix src tests migrations bench
 
+# Every benchmark at N and 10 N, one table, bench/results/latest.json (bench/README.md);
+# `make bench BENCH_ARGS="--only api --api 50"` passes options to `caas bench all`.
 bench: install
-	$(BIN)/caas bench all
+	$(BIN)/caas bench all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .caas .mypy_cache .ruff_cache .pytest_cache

@@ -519,15 +519,18 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
-BenchCars = Annotated[int, typer.Option(min=1, max=5000, help="Simulated cars.")]
+BenchCars = Annotated[int, typer.Option(min=1, max=20_000, help="Simulated cars.")]
 BenchJson = Annotated[
     bool, typer.Option("--json", help="The last line printed is the result as one JSON object.")
 ]
 
 
 def _bench_settings() -> None:
+    """Settings checked, quiet logs, and SIGTERM unwinding like Ctrl-C: a benchmark stopped
+    from outside still stops the broker, the worker and the cars it started."""
     from caas.core.logging import configure_logging
 
+    _interrupt_on_signals()
     with _startup_checks():
         _settings()
     configure_logging("console", "WARNING")  # the progress bar and the figures, not every step
@@ -535,7 +538,7 @@ def _bench_settings() -> None:
 
 @bench_app.command("ota")
 def bench_ota(
-    cars: BenchCars = 200,
+    cars: BenchCars = 1000,
     changes: Annotated[int, typer.Option(min=1, help="Configuration changes to make.")] = 400,
     rate: Annotated[
         float, typer.Option(min=0.1, help="Changes a second, one car after the other.")
@@ -625,80 +628,155 @@ def bench_invoicing(
         print_json(result)
 
 
-@bench_app.command("all")
-def bench_all(
-    cars: BenchCars = 100,
-    changes: Annotated[int, typer.Option(min=1, help="Configuration changes to make.")] = 200,
-    seconds: Annotated[float, typer.Option(min=0.5, help="How long the cars send.")] = 5.0,
-    entitlements: Annotated[
-        int, typer.Option(min=1, help="Entitlements for the scheduler's sweep.")
-    ] = 100_000,
-    invoicing_cars: Annotated[
-        int, typer.Option(min=1, help="Cars whose month of metered use is invoiced.")
-    ] = 5_000,
-    out: Annotated[
-        Path, typer.Option(dir_okay=False, help="Where both results are written as JSON.")
-    ] = Path("bench/results/latest.json"),
+@bench_app.command("api")
+def bench_api(
+    requests: Annotated[
+        int, typer.Option(min=1, help="Purchases made (and as many trivial requests).")
+    ] = 2000,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Clients sending at once.")] = 16,
+    json_output: BenchJson = False,
 ) -> None:
-    """Every benchmark with modest sizes (`make bench`): one table, the results in `out`."""
-    import json
-    from datetime import UTC, datetime
-
-    from caas.bench import ota, telemetry
-    from caas.bench.invoicing import run_invoicing_bench
-    from caas.bench.report import (
-        Reporter,
-        figures_table,
-        invoicing_rows,
-        ota_rows,
-        print_table,
-        telemetry_rows,
-    )
-    from caas.bench.scheduler import run_scheduler_bench
+    """Purchases per second through HTTP (`caas api` in its own process, the payment sandbox,
+    PostgreSQL) beside /healthz of the same server: requests/s, p50/p95/p99 and their ratio."""
+    from caas.bench import api
+    from caas.bench.report import Reporter, api_rows, figures_table, print_json, print_table
 
     _bench_settings()
     with _startup_checks(), Reporter.on_stderr() as reporter:
-        ota_result = ota.run(cars, changes, rate=50.0, reporter=reporter).as_json()
+        result = api.run(requests, concurrency=concurrency, progress=reporter.phase)
+    if json_output:
+        print_json(result)
+    else:
+        print_table(figures_table("caas bench api", api_rows(result)))
+
+
+@bench_app.command("memory")
+def bench_memory(
+    cars: BenchCars = 10_000,
+    seconds: Annotated[
+        float, typer.Option(min=0.5, help="How long the cars send telemetry once a second.")
+    ] = 5.0,
+    json_output: BenchJson = False,
+) -> None:
+    """Peak resident memory of `caas worker` (its own process) with N cars connected, beside
+    the same worker's with 0 cars: ratio and MB per 1,000 cars."""
+    from caas.bench import memory
+    from caas.bench.report import Reporter, figures_table, memory_rows, print_json, print_table
+
+    _bench_settings()
     with _startup_checks(), Reporter.on_stderr() as reporter:
-        telemetry_result = telemetry.run(cars, seconds, rate=0.0, reporter=reporter).as_json()
-    with _startup_checks():
-        scheduler_result = run_scheduler_bench(
-            entitlements, progress=lambda step: print(step, file=sys.stderr)
-        )
-    with _startup_checks():
-        invoicing_result = run_invoicing_bench(
-            invoicing_cars, progress=lambda step: print(step, file=sys.stderr)
-        )
-    rows = [(f"ota: {name}", value, what) for name, value, what in ota_rows(ota_result)]
-    rows += [
-        (f"telemetry: {name}", value, what)
-        for name, value, what in telemetry_rows(telemetry_result)
-    ]
-    rows += [
-        ("scheduler: seconds", f"{scheduler_result['seconds']:,}", "one day's boundaries swept"),
-        (
-            "scheduler: boundaries_per_s",
-            f"{scheduler_result['boundaries_per_s']:,}",
-            f"of {scheduler_result['entitlements']:,.0f} entitlements",
-        ),
-        ("scheduler: peak_rss_mb", f"{scheduler_result['peak_rss_mb']:,}", "peak resident memory"),
-    ]
-    rows += [
-        (f"invoicing: {name}", value, what)
-        for name, value, what in invoicing_rows(invoicing_result)
-    ]
-    print_table(figures_table("caas bench all", rows))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
-    results = {
-        "measured_at": measured_at,
-        "ota": ota_result,
-        "telemetry": telemetry_result,
-        "scheduler": scheduler_result,
-        "invoicing": invoicing_result,
+        result = memory.run(cars, seconds=seconds, progress=reporter.phase).as_json()
+    if json_output:
+        print_json(result)
+    else:
+        print_table(figures_table("caas bench memory", memory_rows(result)))
+
+
+@bench_app.command("all")
+def bench_all(
+    ota_cars: Annotated[int, typer.Option("--ota", min=1, help="N cars for ota.")] = 100,
+    telemetry_cars: Annotated[
+        int, typer.Option("--telemetry", min=1, help="N cars for telemetry.")
+    ] = 100,
+    api_requests: Annotated[int, typer.Option("--api", min=1, help="N purchases for api.")] = 200,
+    scheduler_entitlements: Annotated[
+        int, typer.Option("--scheduler", min=1, help="N entitlements for scheduler.")
+    ] = 10_000,
+    invoicing_cars: Annotated[
+        int, typer.Option("--invoicing", min=1, help="N cars for invoicing.")
+    ] = 300,
+    memory_cars: Annotated[int, typer.Option("--memory", min=1, help="N cars for memory.")] = 1_000,
+    factor: Annotated[
+        int, typer.Option(min=2, help="Each benchmark runs at N and N x factor (growth).")
+    ] = 10,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only these benchmarks (repeat the option); default: all."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(dir_okay=False, help="Where every figure is written as JSON.")
+    ] = Path("bench/results/latest.json"),
+) -> None:
+    """Every benchmark at two sizes, N and 10 N (`make bench`): one summary table (figure,
+    baseline of the same run, ratio, growth 10 N cost / N cost), every figure in `out`."""
+    from caas.bench.report import Reporter, print_table
+    from caas.bench.suite import run_all
+    from caas.bench.summary import BENCHMARKS, UNITS, summary_rows, summary_table
+
+    chosen = list(dict.fromkeys(only or BENCHMARKS))
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        _fail(f"no benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}", 2)
+    sizes = {
+        "ota": ota_cars,
+        "telemetry": telemetry_cars,
+        "api": api_requests,
+        "scheduler": scheduler_entitlements,
+        "invoicing": invoicing_cars,
+        "memory": memory_cars,
     }
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    _stderr().print(f"Results written to {out}")
+    _bench_settings()
+    plan = ", ".join(
+        f"{name} {sizes[name]:,}/{sizes[name] * factor:,} {UNITS[name]}" for name in chosen
+    )
+    _stderr().print(f"caas bench all: {plan}")
+    with _startup_checks():
+        document = run_all(
+            sizes,
+            only=chosen,
+            factor=factor,
+            out=out,
+            reporter=Reporter.on_stderr,
+            say=lambda line: _stderr().print(line, highlight=False),
+        )
+    runs = {
+        name: [(item["size"], item) for item in items]
+        for name, items in document["results"].items()
+    }
+    print_table(summary_table(summary_rows(runs)))
+    _stderr().print(f"Every figure written to {out}")
+    failed = [
+        f"{name} {item['size']:,}"
+        for name, items in document["results"].items()
+        for item in items
+        if "error" in item
+    ]
+    if failed:
+        _fail(f"failed: {', '.join(failed)} (see {out})", 1)
+
+
+@bench_app.command("table")
+def bench_table(
+    files: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="JSON files `caas bench all` wrote."),
+    ],
+    out: Annotated[
+        Path, typer.Option(dir_okay=False, help="Where the merged figures are written.")
+    ] = Path("bench/results/latest.json"),
+) -> None:
+    """The summary table of `caas bench all` runs split over several invocations (`--only`,
+    `--out`): their results merged (a later file's benchmark and size replace an earlier's),
+    printed and written to `out`."""
+    import json
+
+    from caas.bench.report import print_table
+    from caas.bench.suite import merge
+    from caas.bench.summary import summary_rows, summary_table
+
+    try:
+        documents = [json.loads(file.read_text()) for file in files]
+    except json.JSONDecodeError as error:
+        _fail(f"not a result of caas bench all: {error}", 2)
+    document = merge(documents)
+    runs = {
+        name: [(item["size"], item) for item in items]
+        for name, items in document["results"].items()
+    }
+    print_table(summary_table(summary_rows(runs)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    _stderr().print(f"Every figure written to {out}")
 
 
 billing_app = typer.Typer(

@@ -68,7 +68,9 @@ from caas_sim.vehicle.fleet import FleetFile, ProvisionedCar
 ACTOR = Actor.system("bench")
 PLATFORM = "AURA"
 SOFTWARE = "7.2.0"
-WAIT_SECONDS = 120.0  # a bound for setting up hundreds of cars on a busy machine
+# Setting up cars waits for the worker and the cars as long as they make progress, and gives up
+# after this long without any (ten thousand cars take many minutes on a busy machine).
+WAIT_SECONDS = 120.0
 
 Progress = Callable[[str], None]
 
@@ -312,21 +314,29 @@ class BenchPlatform:
                         BrokerCredential.vin.in_(vins), BrokerCredential.delivered_at.is_(None)
                     )
                 )
-                == 0
+                or 0
             ),
             what="broker credentials",
+            progress=progress,
         )
         self.cars.extend(cars)
         return cars
 
-    def _wait(self, done: Callable[[Session], bool], *, what: str) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
+    def _wait(
+        self, remaining: Callable[[Session], int], *, what: str, progress: Progress = _quiet
+    ) -> None:
+        """Until `remaining` is 0; RuntimeError after `WAIT_SECONDS` without it going down."""
+        deadline, last = time.monotonic() + WAIT_SECONDS, None
         while time.monotonic() < deadline:
             with unit_of_work(self.sessions) as session:
-                if done(session):
-                    return
+                left = remaining(session)
+            if left == 0:
+                return
+            if last is None or left < last:
+                deadline, last = time.monotonic() + WAIT_SECONDS, left
+                progress(f"waiting for {what}: {left:,} left")
             time.sleep(0.2)  # real concurrency with other processes, not a schedule
-        raise RuntimeError(f"the bench waited {WAIT_SECONDS} s for {what}")
+        raise RuntimeError(f"the bench waited {WAIT_SECONDS} s for {what} ({last:,} left)")
 
     def start_cars(self, cars: list[BenchCar], progress: Progress = _quiet) -> CarsProcess:
         """Run `cars` as vehicle agents in a process of their own; return when every car is
@@ -350,7 +360,8 @@ class BenchPlatform:
         progress(f"connecting {len(cars)} simulated cars")
         process = CarsProcess.start("cars", str(fleet_file), self.broker_url)
         self._cars_process = process
-        online = process.expect("online")
+        # Batches of 50 connect one after the other: allow a tenth of a second a car.
+        online = process.expect("online", timeout=WAIT_SECONDS + len(cars) * 0.1)
         if online["count"] != len(cars):
             raise RuntimeError(f"only {online['count']} of {len(cars)} cars came online")
         ids = [car.vehicle_id for car in cars]
@@ -363,9 +374,10 @@ class BenchPlatform:
                         ConfigurationVersion.state != "applied",
                     )
                 )
-                == 0
+                or 0
             ),
             what="the cars' first configuration",
+            progress=progress,
         )
         return process
 

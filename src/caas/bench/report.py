@@ -159,3 +159,52 @@ def print_table(table: Table) -> None:
     if not console.is_terminal:  # a file or a pipe: one line a row
         console.width = max(console.width, 140)
     console.print(table)
+
+
+def api_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "requests / concurrency",
+            f"{result['requests']:,} / {result['concurrency']}",
+            f"{result['purchases_ok']:,} purchases answered 201, {result['purchases_stored']:,} "
+            f"stored; statuses {result['statuses']}",
+        ),
+        (
+            "purchases",
+            f"{result['purchases_per_s']:,.1f}/s",
+            "POST /api/v1/vehicles/{vin}/purchases (card held at the sandbox)",
+        ),
+        ("p50 / p95 / p99", _ms(result, "p50_ms", "p95_ms", "p99_ms"), "a purchase's answer"),
+        (
+            "baseline",
+            f"{result['baseline_per_s']:,.1f}/s",
+            f"GET {result['baseline_endpoint']} of the same server",
+        ),
+        (
+            "baseline p50 / p95 / p99",
+            _ms(result, "baseline_p50_ms", "baseline_p95_ms", "baseline_p99_ms"),
+            "a trivial answer",
+        ),
+        ("ratio", f"{result['ratio']:g}x", "baseline requests/s / purchases/s"),
+    ]
+
+
+def memory_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "cars",
+            f"{result['cars']:,}",
+            f"connected in {result['connect_seconds']:,.1f} s, then telemetry once a second "
+            f"for {result['seconds']:g} s; broker: {result['broker']}",
+        ),
+        ("peak RSS", f"{result['peak_rss_mb']:,.1f} MB", "caas worker with the cars connected"),
+        ("baseline", f"{result['baseline_rss_mb']:,.1f} MB", "the same worker with 0 cars"),
+        ("ratio", f"{result['ratio']:g}x", "peak / baseline"),
+        ("per 1,000 cars", f"{result['mb_per_1000_cars']:,.2f} MB", "(peak - baseline) / cars"),
+        (
+            "VmHWM / RSS at the end",
+            f"{result['hwm_rss_mb']:,.1f} / {result['rss_mb']:,.1f} MB",
+            f"the kernel's peak (start-up included); the cars' process "
+            f"{result['cars_process_rss_mb']:,.1f} MB",
+        ),
+    ]
