@@ -24,17 +24,20 @@ from caas.ota import service as ota
 from caas.ota.keys import SigningMaterial
 from caas.ota.models import ConfigurationPush, ConfigurationVersion
 from caas.protocol.mqtt import Reported
+from caas.releases import service
+from caas.releases.models import Rollout
 from caas.seed import DEMO_PASSWORD
 from caas.store import sweep
 from caas.vehicles.models import Vehicle, VehicleState
 from caas.web import live
+from tests.releases.test_ask_owner import _cars, _rollout, client, release_settings
 from tests.servers import serving
 from tests.store.engine import Delivered, delivered, engine_keys, give, signing
 from tests.vehicles.support import CommittedDatabase, born_car, committed, deliver
 from tests.web.support import log_in, text_of
 from tests.web.test_live import WAIT_SECONDS, _events, _logged_in, _next_status
 
-__all__ = ["committed", "delivered", "engine_keys", "signing"]
+__all__ = ["client", "committed", "delivered", "engine_keys", "release_settings", "signing"]
 
 OPERATOR = "operator@caas.example"
 ACTOR = Actor(kind="operator", label=OPERATOR)
@@ -216,3 +219,29 @@ def _owner_email(session: Session, user_id: int, now: datetime) -> str:
     user.password_hash = hash_password(DEMO_PASSWORD)
     user.activated_at = now
     return user.email
+
+
+def test_a_releases_wave_is_one_push_and_its_cancellation_another(
+    client: TestClient, db: Session, release_settings: Settings, clock: FixedClock
+) -> None:
+    cars = _cars(db, release_settings, clock, 2, "9311.0.0")
+    rollout = _rollout(client, "9311.1.0", "9311.0.0", waves=[100])
+    db.expire_all()
+
+    def pushed(kind: str) -> list[pushes.PushProgress]:
+        return [
+            p for p in pushes.recent_pushes(db) if p.kind == kind and str(rollout["id"]) in p.label
+        ]
+
+    (wave,) = pushed("release.wave")
+    assert "software 9311.1.0" in wave.label
+    assert (wave.targeted, wave.offline, wave.applied) == (2, 2, 0)
+    vins = {car.vin for car in pushes.push_cars(db, wave.id)[0]}
+    assert vins == {db.get_one(Vehicle, car.vehicle_id).vin for car in cars}
+
+    service.cancel_rollout(db, db.get_one(Rollout, rollout["id"]), actor=ACTOR, now=clock.now())
+    db.commit()
+    (cancelled,) = pushed("release.reissue")
+    assert cancelled.targeted == 2
+    wave_now = pushes.push_progress(db, wave.id)
+    assert wave_now is not None and wave_now.superseded == 2  # replaced before any answer

@@ -13,9 +13,9 @@ from caas.core.db import Base
 
 
 class ConfigurationPush(Base):
-    """One configuration change for many cars at once (a release's wave, a rollout paused,
-    resumed or cancelled, a pass of the window sweep): every version it issued carries its id,
-    so the operator follows how far the change has gone (`caas.ota.pushes`).
+    """One configuration change for many cars at once (a release's wave, a rollout resumed
+    after a halt or cancelled, a pass of the window sweep): every version it issued carries its
+    id, so the operator follows how far the change has gone (`caas.ota.pushes`).
 
     `key` names the change where it is requested more than once in several transactions (one
     sweep pass in batches), so all its versions share one push.

@@ -1,7 +1,7 @@
 """Configuration pushes: one change for many cars at once, and how far it has gone.
 
 Where the platform changes many cars' configuration in one go (a release's wave offered, a
-rollout paused, resumed or cancelled, a pass of the window sweep), the caller opens a push
+rollout resumed after a halt or cancelled, a pass of the window sweep), the caller opens a push
 (`open_push`) and passes it to every `request_configuration` of the change; each version it
 issues carries the push's id. The operator's page (`caas.web.pushes`) then counts, per push,
 the cars targeted and what became of each car's version: published to the broker, applied,
