@@ -17,12 +17,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from caas.billing.models import Payment
 from caas.core.clock import FixedClock
+from caas.core.history import Actor, subject_history
 from caas.core.settings import Settings
 from caas.iot.local import LocalBroker
 from caas.ota import service as ota
@@ -30,7 +34,11 @@ from caas.ota.keys import SigningMaterial
 from caas.protocol import mqtt
 from caas.protocol.manifest import canonical, issue_certificate, sign_manifest
 from caas.protocol.mqtt import ManifestBody, Reported, SignedManifest
+from caas.protocol.payments import CARD_SUCCEEDS
+from caas.store.models import Entitlement, Purchase
+from caas.vehicles.models import Vehicle
 from caas_sim.vehicle.agent import VehicleAgent
+from tests.billing.conftest import PaymentSandbox, payment_sandbox, settings
 from tests.sim.conftest import (
     Maker,
     Platform,
@@ -43,9 +51,20 @@ from tests.sim.conftest import (
     platform,
     running,
 )
-from tests.vehicles.support import born_car, deliver, signing, versions
+from tests.store.conftest import answer, buy, item, offer, owner_of, run_relay
+from tests.store.engine import Delivered, delivered
+from tests.vehicles.support import born_car, deliver, rogue_material, signing, versions
 
-__all__ = ["anyio_backend", "maker", "mqtt_broker", "platform", "signing"]
+__all__ = [
+    "anyio_backend",
+    "delivered",
+    "maker",
+    "mqtt_broker",
+    "payment_sandbox",
+    "platform",
+    "settings",
+    "signing",
+]
 
 FAR_FUTURE = 1_000_000
 
@@ -172,14 +191,23 @@ async def test_a_forgery_retained_on_the_broker_is_refused_when_the_car_connects
     assert car.active_features == ["autopilot"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known gap: ota.record_report settles the platform's pending version as rejected "
-    "on the car's report of a forgery claiming its number, so a forged manifest cancels a "
-    "genuine change (a purchase is revoked and its hold voided)",
-)
-@pytest.mark.parametrize("reason", ["bad_signature", "bad_certificate", "wrong_vin", "malformed"])
+FORGERY_REASONS = ["bad_signature", "bad_certificate", "wrong_vin", "malformed"]
+
+
+def _report(vin: str, version: int, status: str, reason: str | None, at: datetime) -> Reported:
+    return Reported.model_validate(
+        {
+            "vin": vin,
+            "version": version,
+            "status": status,
+            "reason": reason,
+            "at": at,
+            "active_features": [],
+        }
+    )
+
+
+@pytest.mark.parametrize("reason", FORGERY_REASONS)
 def test_the_cars_report_of_a_forgery_does_not_settle_the_platforms_pending_version(
     reason: str,
     db: Session,
@@ -189,19 +217,96 @@ def test_the_cars_report_of_a_forgery_does_not_settle_the_platforms_pending_vers
 ) -> None:
     """The platform signs its versions itself: a report that the car received a manifest under
     that number which was not the platform's (forged, another car's, unreadable) says nothing
-    about the platform's own manifest, which stays pending (re-sent until the car answers)."""
+    about the platform's own manifest, which stays pending (re-sent until the car answers) and
+    applies when it arrives. The report stays in the car's history as a suspected forgery."""
     car = born_car(db, settings=settings, now=clock.now())
     pending = deliver(db, car, now=clock.now())
     assert pending.state == "pending"
-    report = Reported.model_validate(
-        {
-            "vin": car.vin,
-            "version": pending.version,
-            "status": "rejected",
-            "reason": reason,
-            "at": clock.now(),
-            "active_features": [],
-        }
-    )
-    ota.record_report(db, report, now=clock.now())
+    forged = _report(car.vin, pending.version, "rejected", reason, clock.now())
+    assert ota.record_report(db, forged, now=clock.now()) is not None
     assert versions(db, car)[pending.version].state == "pending"
+    suspected = [
+        (entry.event, entry.details["version"], entry.details["reason"])
+        for entry in subject_history(db, "vehicle", car.vehicle_id)
+        if entry.details.get("suspected") == "forgery"
+    ]
+    assert suspected == [("configuration.manifest_refused", pending.version, reason)]
+
+    clock.advance(timedelta(minutes=1))  # the re-send brings the genuine manifest: it applies
+    ota.record_report(
+        db, _report(car.vin, pending.version, "applied", None, clock.now()), now=clock.now()
+    )
+    assert versions(db, car)[pending.version].state == "applied"
+
+
+def test_a_refusal_true_of_the_platforms_own_manifest_still_settles_it(
+    db: Session, settings: Settings, clock: FixedClock, signing: SigningMaterial, tmp_path: Path
+) -> None:
+    """When the platform's own manifest fails the car's check (signed while the platform held
+    a key of another root than the cars pin), the car's `bad_certificate` is the truth about
+    it: the version is rejected, as is a refusal for a reason that is not about authenticity."""
+    car = born_car(db, settings=settings, now=clock.now())
+    ota.use_signing_material(rogue_material(tmp_path / "rogue"))
+    try:
+        rogue = deliver(db, car, now=clock.now())
+    finally:
+        ota.use_signing_material(signing)
+    report = _report(car.vin, rogue.version, "rejected", "bad_certificate", clock.now())
+    ota.record_report(db, report, now=clock.now())
+    assert versions(db, car)[rogue.version].state == "rejected"
+
+    vehicle = db.get_one(Vehicle, car.vehicle_id)
+    genuine = ota.request_configuration(
+        db, vehicle, reason="test", actor=Actor(kind="system", label="test"), now=clock.now()
+    )
+    report = _report(car.vin, genuine.version, "rejected", "certificate_expired", clock.now())
+    ota.record_report(db, report, now=clock.now())
+    assert versions(db, car)[genuine.version].state == "rejected"
+
+
+# The purchase's, its payment's and its option's states in the end.
+KEPT = ("active", "captured", "active")
+REFUNDED = ("refunded", "voided", "revoked")
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [("bad_signature", KEPT), ("wrong_vin", KEPT), ("certificate_expired", REFUNDED)],
+)
+def test_a_forgery_reported_under_a_purchases_version_keeps_the_purchase_and_its_hold(
+    reason: str,
+    expected: tuple[str, str, str],
+    db: Session,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    clock: FixedClock,
+    delivered: Delivered,
+    payment_sandbox: PaymentSandbox,
+) -> None:
+    """The forger's aim: the car's honest refusal of its forgery, under the number of the
+    version carrying a purchase, must not refund the purchase and void its hold; the car then
+    applies the genuine manifest and the option is on. A genuine refusal (the certificate not
+    valid by the car's clock) still refunds it and voids the hold."""
+    owner = owner_of(db, delivered.car, clock.now())
+    boost = offer(db, owner.vehicle, "power_boost", "window", "1D", net_minor=999)
+    purchase = buy(
+        db,
+        owner,
+        [item(boost)],
+        token=payment_sandbox.token(CARD_SUCCEEDS),
+        key=f"forged-report-{reason}",
+        settings=settings,
+        clock=clock,
+    )
+    version = purchase.configuration_version
+    assert version is not None and purchase.state == "delivering"
+    answer(db, owner, version, "rejected", clock, reason=reason)
+    if expected == KEPT:  # the platform's re-send brings the genuine manifest
+        answer(db, owner, version, "applied", clock)
+    run_relay(settings, sessions, clock, db)
+    purchase = db.get_one(Purchase, purchase.id)
+    payment = db.get_one(Payment, purchase.payment_id)
+    entitlement = db.scalars(
+        select(Entitlement).where(Entitlement.purchase_id == purchase.id)
+    ).one()
+    assert (purchase.state, payment.state, entitlement.state) == expected

@@ -173,12 +173,12 @@ def test_the_car_rejecting_it_voids_the_payment_and_refunds_with_the_cars_reason
     )
     version = purchase.configuration_version
     assert version is not None
-    answer(db, owner, version, "rejected", clock, reason="bad_signature")
+    answer(db, owner, version, "rejected", clock, reason="certificate_expired")
     purchase = db.get_one(Purchase, purchase.id)
     assert (purchase.state, purchase.failure_code, purchase.failure_reason) == (
         "refunded",
         "car_rejected",
-        "bad_signature",
+        "certificate_expired",
     )
     (entitlement,) = _entitlements(db, purchase)
     assert entitlement.state == "revoked"
@@ -190,7 +190,7 @@ def test_the_car_rejecting_it_voids_the_payment_and_refunds_with_the_cars_reason
     assert payment_sandbox.captures(payment.reference) == 0
     assert invoice_of_payment(db, payment.id) is None
     read = purchase_read(db, purchase, "en")
-    assert read.status == "Refunded: bad_signature"
+    assert read.status == "Refunded: certificate_expired"
     assert "store.purchase_refunded" in _notified(db, owner)
 
 

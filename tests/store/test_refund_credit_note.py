@@ -100,7 +100,9 @@ def test_money_captured_as_the_car_rejects_the_delivery_is_refunded_with_a_credi
     db.commit()
     assert payment.state == "captured"
     # ...while the car's late answer to the older version refuses it.
-    answer(db, owner, first.configuration_version or 0, "rejected", clock, reason="bad_signature")
+    answer(
+        db, owner, first.configuration_version or 0, "rejected", clock, reason="certificate_expired"
+    )
     assert db.get_one(Purchase, first.id).state == "refunded"
 
     run_relay(settings, sessions, clock, db)

@@ -52,12 +52,17 @@ def test_a_refusal_is_explained_to_the_owner(
 ) -> None:
     ota.record_report(
         db,
-        Reported(vin=car.vin, version=2, status="rejected", reason="bad_signature", at=clock.now()),
+        Reported(
+            vin=car.vin, version=2, status="rejected", reason="certificate_expired", at=clock.now()
+        ),
         now=clock.now(),
     )
     log_in_as_owner(app_client, db, car, clock)
     page = app_client.get(f"/portal/cars/{car.vin}")
-    assert "El coche ha rechazado la versión 2: la firma no coincide." in page.text
+    assert (
+        "El coche ha rechazado la versión 2: el certificado de firma no es válido ahora."
+        in page.text
+    )
 
 
 def test_another_customer_does_not_find_the_car(

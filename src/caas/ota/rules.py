@@ -39,6 +39,18 @@ WAITING_STATES: Final = frozenset({"pending", "deferred"})
 # The car's reason when it already runs the version (a re-sent manifest it had applied).
 STALE_VERSION = "stale_version"
 
+# The car's reasons (`caas.protocol.manifest.REJECTION_REASONS`) that say the manifest it
+# refused was not genuinely this car's from the platform: unreadable, certified by another
+# root, signed by another key, or the platform's manifest for another car. Anyone on the
+# broker can put such a message on the car's topic under any version number, so such a report
+# says nothing about the platform's own manifest of that number unless that manifest itself
+# fails the same check (`ota.service.record_report` verifies it). The other reasons
+# (`stale_version`, `certificate_expired`, a reason a newer car may give) are about a manifest
+# the car could read as the platform's, and settle the version as before.
+NOT_GENUINE_REASONS: Final = frozenset(
+    {"malformed", "bad_certificate", "bad_signature", "wrong_vin"}
+)
+
 Capability = Literal["hardware_missing", "software_too_old"]
 CAPABILITY_CODES: Final[dict[Capability, str]] = {
     "hardware_missing": "feature.not_eligible.hardware_missing",
@@ -177,6 +189,12 @@ def state_after_report(
     if target == current or not CONFIGURATION.allows(current, target):
         return None
     return target
+
+
+def questions_authenticity(status: str, reason: str | None) -> bool:
+    """Whether the car's report is a refusal of a manifest as not genuinely the platform's for
+    this car (`NOT_GENUINE_REASONS`), rather than a refusal of its content or timing."""
+    return status == "rejected" and reason in NOT_GENUINE_REASONS
 
 
 def features_switched(

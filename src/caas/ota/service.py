@@ -36,12 +36,20 @@ from caas.ota.rules import (
     Entitlement,
     feature_states,
     features_switched,
+    questions_authenticity,
     state_after_report,
 )
-from caas.protocol.mqtt import FeatureState, ManifestBody, PhoneKey, Reported, SoftwareOrder
+from caas.protocol.manifest import ManifestRejected, verify_manifest
+from caas.protocol.mqtt import (
+    FeatureState,
+    ManifestBody,
+    PhoneKey,
+    Reported,
+    SignedManifest,
+    SoftwareOrder,
+)
 from caas.vehicles.keys import active_phone_keys
 from caas.vehicles.models import Vehicle
-from caas.vehicles.service import find_vehicle_by_vin
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +145,17 @@ def standing_messages(session: Session, vehicle: Vehicle, now: datetime) -> list
 # --- versions -----------------------------------------------------------------------------------
 
 
+def lock_vehicle(session: Session, vehicle_id: int) -> None:
+    """Lock the car's row (FOR UPDATE) until the transaction ends: the first lock of every
+    transaction that changes what a car runs or what it is charged for.
+
+    One order everywhere, so two such transactions never wait for each other in a circle
+    (a deadlock, which PostgreSQL breaks by rolling one back): the car's row first, then its
+    purchases by id, then its configuration versions. Taking it again in the same
+    transaction costs one round trip and waits for nothing."""
+    session.execute(select(Vehicle.id).where(Vehicle.id == vehicle_id).with_for_update())
+
+
 def request_configuration(
     session: Session,
     vehicle: Vehicle,
@@ -154,7 +173,7 @@ def request_configuration(
     The car's row is locked, so concurrent requests get consecutive versions. A scrapped
     (archived) car gets no configuration any more (409).
     """
-    session.execute(select(Vehicle.id).where(Vehicle.id == vehicle.id).with_for_update())
+    lock_vehicle(session, vehicle.id)
     if vehicle.state == "archived":
         raise Conflict("this car was scrapped: it gets no configuration", code="vehicle.archived")
     last = session.scalar(
@@ -273,25 +292,42 @@ def record_report(
     """The car's answer to a version: applied, rejected (with its reason) or deferred (waiting
     to be parked). Duplicates and late answers change nothing; a rejection always stays in the
     car's history, even of a manifest the platform never issued (a forgery, a replay).
+
+    A refusal of a manifest as not genuine (forged, another car's, unreadable) under the number
+    of a version the platform issued, whose own manifest passes that check, was about another
+    message: it settles nothing (no purchase revoked, no hold voided), the version keeps
+    waiting and its re-send still brings the genuine manifest; the report is kept in the car's
+    history as a suspected forgery, with a warning in the log.
     Returns the version answered, None when the platform has no such version.
     """
     actor = Actor(kind="vehicle", label=reported.vin)
     details: dict[str, Any] = {"reason": reported.reason, "car_time": reported.at.isoformat()}
-    # One round trip on the hot path: the version with its car.
-    found = session.execute(
-        select(ConfigurationVersion, Vehicle)
-        .join(Vehicle, Vehicle.id == ConfigurationVersion.vehicle_id)
-        .where(Vehicle.vin == reported.vin, ConfigurationVersion.version == reported.version)
-        .with_for_update(of=ConfigurationVersion)
+    # The car's row first, as every transaction that settles purchases or issues a version
+    # takes it (`lock_vehicle`): then its purchases, then the version.
+    vehicle = session.scalars(
+        select(Vehicle).where(Vehicle.vin == reported.vin.upper()).with_for_update()
     ).first()
-    if found is None:
-        vehicle = find_vehicle_by_vin(session, reported.vin)
-        if vehicle is None:
-            log.warning("ota.report_for_unknown_car", vin=reported.vin, version=reported.version)
-        else:
-            _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+    if vehicle is None:
+        log.warning("ota.report_for_unknown_car", vin=reported.vin, version=reported.version)
         return None
-    version, vehicle = found
+    version = session.scalars(
+        select(ConfigurationVersion)
+        .where(
+            ConfigurationVersion.vehicle_id == vehicle.id,
+            ConfigurationVersion.version == reported.version,
+        )
+        .with_for_update()
+    ).first()
+    if version is None:
+        _keep_unmatched(session, vehicle, reported, actor=actor, now=now, details=details)
+        return None
+    if questions_authenticity(reported.status, reported.reason) and _passes_the_cars_checks(
+        version, vehicle.vin
+    ):
+        _forgery_reported(
+            session, vehicle, version, reported, actor=actor, now=now, details=details
+        )
+        return version
     newest = reported.reason == STALE_VERSION and version.version == session.scalar(
         select(func.max(ConfigurationVersion.version)).where(
             ConfigurationVersion.vehicle_id == vehicle.id
@@ -356,6 +392,61 @@ def _features_switched(
     log.info("ota.features_changed", vin=vehicle.vin, version=version.version, off=off, on=on)
 
 
+def _passes_the_cars_checks(version: ConfigurationVersion, vin: str) -> bool:
+    """Whether the platform's own manifest of `version` is genuine for the car `vin` as the car
+    checks it (readable, certified by the maker's root, signed by the certified key, for this
+    VIN) at the time it was issued. False when it is not, say signed while the platform held
+    another root's key: then the car's refusal is true of it and settles it."""
+    try:
+        verify_manifest(
+            SignedManifest.model_validate(version.manifest),
+            root_public_key=signing_material().root_public_key,
+            vin=vin,
+            current_version=0,
+            now=version.created_at,
+        )
+    except (ManifestRejected, ValueError):
+        return False
+    return True
+
+
+def _forgery_reported(
+    session: Session,
+    vehicle: Vehicle,
+    version: ConfigurationVersion,
+    reported: Reported,
+    *,
+    actor: Actor,
+    now: datetime,
+    details: dict[str, Any],
+) -> None:
+    """The car refused, as not genuine, a message under the number of a version whose manifest
+    is genuine: someone else published on its topic (or the message was damaged on the way).
+    Kept in the car's history and logged as a warning; the version is left as it was."""
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=vehicle.id,
+        customer_id=vehicle.owner_customer_id,
+        event="configuration.manifest_refused",
+        details={
+            "version": reported.version,
+            **details,
+            "suspected": "forgery",
+            "version_state": version.state,
+        },
+    )
+    log.warning(
+        "ota.forged_manifest_reported",
+        vin=vehicle.vin,
+        version=reported.version,
+        reason=reported.reason,
+        version_state=version.state,
+    )
+
+
 def _keep_unmatched(
     session: Session,
     vehicle: Vehicle,
@@ -395,7 +486,8 @@ def version_to_publish(
     The car's row is held (FOR KEY SHARE) until the caller commits: a newer version cannot be
     issued meanwhile (`request_configuration` locks that row), so publications follow the
     order of the versions and an older one never replaces a newer one on the broker. The
-    car's answer does not wait for it (it takes neither lock).
+    car's answer waits for it (`record_report` locks the car's row first): at most the
+    broker's acknowledgement, on the bridge's report threads, never on its network loop.
     """
     row = session.execute(
         select(ConfigurationVersion, Vehicle.vin, Vehicle.state)
