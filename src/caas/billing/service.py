@@ -705,19 +705,21 @@ def settle_captured(
     _move(session, payment, "captured", actor=actor, now=now)
     customer = session.get_one(Customer, payment.customer_id)
     if payment.sale_id is None:
-        invoice = invoices.issue_for_store_payment(
-            session, payment=payment, customer=customer, now=now
-        )
-        _record_invoice(session, invoice, payment, actor=actor, now=now)
-        country = payment.invoice_country or customer.country
+        # Posted before the invoice is numbered: the series' counter, locked from its number
+        # until the commit, is held for as few statements as can be (concurrent settlements
+        # of the series wait for it).
         ledger.post_capture(
             session,
             payment,
             invoices.store_lines(payment),
-            country=country,
+            country=payment.invoice_country or customer.country,
             now=now,
             with_authorisation=with_authorisation,
         )
+        invoice = invoices.issue_for_store_payment(
+            session, payment=payment, customer=customer, now=now
+        )
+        _record_invoice(session, invoice, payment, actor=actor, now=now)
         return
     sale = sales.lock_sale(session, payment.sale_id)
     invoice = invoices.issue_for_sale_payment(
