@@ -130,10 +130,13 @@ def purchase_events(
     return stream(request, read, Wake(PURCHASE_TOPICS, frozenset({f"vehicle:{vehicle.id}"})))
 
 
-# The outbox topics (by prefix) whose messages can change what each stream shows: every
-# notified step sends an e-mail (`email.send`), so that one wakes them all.
-CAR_TOPICS: Final = ("ota.", "store.", "upkeep.", "releases.", "email.")
-ORDER_TOPICS: Final = ("factory.", "registration.", "billing.", "ownership.", "email.")
+# The outbox topics (by prefix) whose messages can change what each stream shows, beyond the
+# stream's own `caas_live` subjects. Kept narrow: a topic every car's change queues (e-mails)
+# would wake every open page at each of them. A car's new version queues `ota.publish`; an
+# order's steps and payments announce `sale:ID`, their factory and registry work is queued;
+# a purchase's capture (the step to "active") is a `store.` job that tells the buyer by e-mail.
+CAR_TOPICS: Final = ("ota.",)
+ORDER_TOPICS: Final = ("factory.", "registration.")
 PURCHASE_TOPICS: Final = ("store.", "ota.", "billing.", "email.")
 
 
