@@ -6,16 +6,23 @@ the same rules as Mosquitto's roles (`caas.iot.rules`): `CarAuthPlugin` checks t
 car's client id (its VIN) and that the last will goes to a topic the account may publish to;
 `CarTopicPlugin` checks every subscription, publication and delivery.
 
-amqtt 0.12 needs three repairs to keep cars apart, made in `CaasBroker`:
+amqtt 0.12 needs these repairs to keep cars apart (made in `CaasBroker`, `CredentialStore`
+and `LimitedReader`):
 - it merges a reconnecting client's session into the existing one (or deletes it, for a clean
   session) before authenticating the newcomer, so anybody could disturb a car's session by
   using its client id with a wrong password: we authenticate first;
+- it lets any account connect with any client id, so the platform's account could take a
+  car's session over with its VIN: a VIN as client id is reserved to the car's own account;
 - when a client connects it replays the retained messages of every filter that any client
   subscribed to, without checking who may read them: we replay only the client's own
   subscriptions, and only what it may receive;
 - it has no shared subscriptions: `$share/{group}/{filter}` is matched as `{filter}`. Every
   member of a group then receives every message (no load splitting): fine for the demo's single
-  worker, which is all the embedded broker is for.
+  worker, which is all the embedded broker is for;
+- it has no limit on a message's size: a client's connection is read through `LimitedReader`,
+  which refuses (and so closes the connection on) any single read longer than
+  `caas.iot.rules.MAX_PACKET_SIZE`, before the bytes are taken in. A packet's payload is read
+  in one piece, so this bounds every message as Mosquitto's `max_packet_size` does.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import hashlib
 import hmac
 import json
 import threading
+from asyncio import StreamReader, StreamWriter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -43,7 +52,7 @@ from amqtt.utils import gen_client_id
 from caas.core.net import free_port
 from caas.iot.broker import BrokerAccountMissing
 from caas.iot.passwords import hash_password, verify_password
-from caas.iot.rules import Permissions, car_permissions, unshared
+from caas.iot.rules import MAX_PACKET_SIZE, Permissions, car_permissions, unshared
 from caas.protocol import vin as vin_rules
 
 log = structlog.get_logger(__name__)
@@ -133,11 +142,19 @@ class CredentialStore:
     def authenticate(
         self, username: str | None, password: str | None, client_id: str | None
     ) -> Account | None:
-        """The account when the password is right and the client id allowed, else None."""
+        """The account when the password is right and the client id allowed, else None.
+
+        An account pinned to a client id connects only with it; and a car's client id (any
+        valid VIN) is reserved to the account pinned to it, so no other account (the
+        platform's included) can take a car's session over by connecting with its VIN.
+        """
         account = self.get(username)
         if account is None or password is None:
             return None
         if account.client_id is not None and client_id != account.client_id:
+            return None
+        if account.client_id is None and client_id and vin_rules.is_valid(client_id):
+            log.warning("embedded_broker.car_client_id_refused", username=username)
             return None
         digest = hashlib.sha256(password.encode()).digest()
         known = self._verified.get(account.username)
@@ -205,8 +222,39 @@ class CarTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt is untyped
         return False
 
 
+class PacketTooLarge(AMQTTError):  # type: ignore[misc]  # amqtt is untyped
+    """A client sent a packet longer than `MAX_PACKET_SIZE`: its connection is closed."""
+
+
+class LimitedReader(StreamReaderAdapter):  # type: ignore[misc]  # amqtt is untyped
+    """A client connection's reader that refuses a read longer than `limit` bytes.
+
+    amqtt reads a packet's payload with one read of its announced length: refusing it there
+    drops the message before its bytes are received, and amqtt's reader ends the connection.
+    """
+
+    def __init__(self, reader: StreamReader, limit: int = MAX_PACKET_SIZE) -> None:
+        super().__init__(reader)
+        self.limit = limit
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.limit:
+            log.warning("embedded_broker.packet_too_large", size=n, limit=self.limit)
+            raise PacketTooLarge(f"a packet of {n} bytes, over the limit of {self.limit}")
+        data: bytes = await super().read(n)
+        return data
+
+
 class CaasBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
     """amqtt's broker with the repairs described in this module's docstring."""
+
+    async def stream_connected(
+        self, reader: StreamReader, writer: StreamWriter, listener_name: str
+    ) -> None:
+        # As amqtt's, with the connection read through a LimitedReader.
+        await self._client_connected(
+            listener_name, LimitedReader(reader), StreamWriterAdapter(writer)
+        )
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int

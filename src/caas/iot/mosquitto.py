@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from caas.core.net import free_port, port_open
+from caas.iot.rules import MAX_PACKET_SIZE
 
 log = structlog.get_logger(__name__)
 
@@ -182,6 +183,7 @@ class PrivateMosquitto:
             "allow_anonymous false",
             f"listener {self.port} {self.host}",
             "set_tcp_nodelay true",
+            f"max_packet_size {MAX_PACKET_SIZE}",
             "persistence true",
             f"persistence_location {self.data_dir}/",
             f"plugin {plugin}",

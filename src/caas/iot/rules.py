@@ -8,10 +8,22 @@ The same rules are enforced by Mosquitto (turned into dynamic-security roles by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from caas.protocol import mqtt
 
 SHARED_PREFIX = "$share/"
+
+# The largest MQTT packet (fixed header, topic and payload) either broker takes from any client;
+# a client that sends a larger one is disconnected and the message goes nowhere, so a car (or
+# whoever holds its password) cannot push megabytes at the platform's bridge. The largest
+# legitimate messages are far below it: a car's messages are a few KiB at most (a telemetry
+# sample at the protocol's bounds, 50 extra readings, is 3.7 KiB), and a signed manifest at
+# the protocol's bounds (200 features, 20 phone keys, 20 messages of 500 characters, a software
+# order) is 64 KiB without feature parameters, 155 KiB with five 40-character parameters on
+# every feature (`tests/security/test_mqtt_probes.py` sends such a manifest through both
+# brokers).
+MAX_PACKET_SIZE: Final = 256 * 1024
 
 
 def is_shared(topic_filter: str) -> bool:
