@@ -386,9 +386,10 @@ def switch(
     new configuration. Switching to the state it is in changes nothing (a retry is harmless).
     Owner only (404 otherwise); 409 when the option is over, still on its way to the car, or a
     trial (`switch_refusal`)."""
-    from caas.ota.service import request_configuration
+    from caas.ota.service import lock_vehicle, request_configuration
 
     vehicle = owned_vehicle(session, user, vin)
+    lock_vehicle(session, vehicle.id)  # the car first, then what it runs (see lock_vehicle)
     entitlement = session.scalars(
         select(Entitlement)
         .where(Entitlement.id == entitlement_id, Entitlement.vehicle_id == vehicle.id)

@@ -52,6 +52,7 @@ from caas.core.outbox import Handler, RetryLater, enqueue
 from caas.core.settings import Settings
 from caas.notifications.service import notify_user
 from caas.ota.models import ConfigurationVersion
+from caas.ota.service import lock_vehicle
 from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.store import eligibility, entitlements
@@ -678,7 +679,9 @@ def configuration_answered(
 ) -> None:
     """The car answered `version` (its state is now applied, rejected or deferred): settle the
     purchases it carries (capture on applied; void or refund on rejected). Called by
-    `caas.ota.service.record_report` in its transaction; must stay fast (the hot path)."""
+    `caas.ota.service.record_report` in its transaction, which holds the car's row already
+    (`lock_vehicle`); the purchases are locked in the order of their ids. Must stay fast (the
+    hot path)."""
     if version.state == "applied":
         # A newer version carries the entitlements still on their way too.
         settled = list(
@@ -689,6 +692,7 @@ def configuration_answered(
                     Purchase.state == "delivering",
                     Purchase.configuration_version <= version.version,
                 )
+                .order_by(Purchase.id)
                 .with_for_update()
             )
         )
@@ -719,6 +723,7 @@ def configuration_answered(
                     Purchase.state == "delivering",
                     Purchase.configuration_version == version.version,
                 )
+                .order_by(Purchase.id)
                 .with_for_update()
             )
         )
@@ -911,10 +916,9 @@ def payment_taken_back(session: Session, payment_id: int, *, reason: str, now: d
     purchase ends as a refunded one does; a subscription's renewed period or an occurrence's
     window is revoked (the subscription stops renewing). False when nothing running was paid
     by this payment."""
-    purchase = session.scalars(
-        select(Purchase).where(Purchase.payment_id == payment_id).with_for_update()
-    ).first()
-    if purchase is not None:
+    purchase_id = session.scalar(select(Purchase.id).where(Purchase.payment_id == payment_id))
+    if purchase_id is not None:
+        purchase = _lock(session, purchase_id)
         if purchase.state not in ("delivering", "active"):
             return False
         _refund(
@@ -928,6 +932,10 @@ def payment_taken_back(session: Session, payment_id: int, *, reason: str, now: d
         )
         vehicle_id = purchase.vehicle_id
     else:
+        paid = _rights_paid_by(session, payment_id, lock=False)
+        if not paid:
+            return False
+        lock_vehicle(session, paid[0].vehicle_id)  # the car first, then what it runs
         paid = _rights_paid_by(session, payment_id)
         if not paid:
             return False
@@ -949,26 +957,25 @@ def payment_taken_back(session: Session, payment_id: int, *, reason: str, now: d
     return True
 
 
-def _rights_paid_by(session: Session, payment_id: int) -> list[Entitlement]:
+def _rights_paid_by(session: Session, payment_id: int, *, lock: bool = True) -> list[Entitlement]:
     """The counting entitlements a renewal's or an occurrence's payment paid for (a renewed
-    period is linked to its payment by the `subscription.renewed` history row only)."""
+    period is linked to its payment by the `subscription.renewed` history row only), locked
+    unless `lock` is False (to find their car, whose row is locked before them)."""
     occurrences = select(Occurrence.id).where(Occurrence.payment_id == payment_id)
     renewed = select(HistoryEntry.details["entitlement_id"].as_integer()).where(
         HistoryEntry.subject_type == "subscription",
         HistoryEntry.event == "subscription.renewed",
         HistoryEntry.details["payment_id"].as_integer() == payment_id,
     )
-    return list(
-        session.scalars(
-            select(Entitlement)
-            .where(
-                or_(Entitlement.occurrence_id.in_(occurrences), Entitlement.id.in_(renewed)),
-                Entitlement.state.in_(store_rules.COUNTING_STATES),
-            )
-            .order_by(Entitlement.id)
-            .with_for_update()
+    query = (
+        select(Entitlement)
+        .where(
+            or_(Entitlement.occurrence_id.in_(occurrences), Entitlement.id.in_(renewed)),
+            Entitlement.state.in_(store_rules.COUNTING_STATES),
         )
+        .order_by(Entitlement.id)
     )
+    return list(session.scalars(query.with_for_update() if lock else query))
 
 
 def deadline_passed(session: Session, purchase_id: int, *, now: datetime) -> None:
@@ -1035,6 +1042,11 @@ def purchase_for(session: Session, user: User, purchase_id: int) -> Purchase:
 
 
 def _lock(session: Session, purchase_id: int) -> Purchase:
+    """The purchase, locked and read afresh, after its car's row (`lock_vehicle`: the car
+    first, then its purchases, then its configuration versions, in every transaction)."""
+    vehicle_id = session.scalar(select(Purchase.vehicle_id).where(Purchase.id == purchase_id))
+    if vehicle_id is not None:
+        lock_vehicle(session, vehicle_id)
     return session.scalars(
         select(Purchase)
         .where(Purchase.id == purchase_id)

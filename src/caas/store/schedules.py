@@ -50,7 +50,7 @@ from caas.core.errors import Conflict, InvalidInput, NotFound
 from caas.core.history import Actor, record
 from caas.core.outbox import Handler, RetryLater, cancel, enqueue
 from caas.maintenance import service as maintenance
-from caas.ota.service import request_configuration
+from caas.ota.service import lock_vehicle, request_configuration
 from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.store import eligibility, entitlements
@@ -584,6 +584,15 @@ def follow_payment_method(
 
 
 def _lock(session: Session, occurrence_id: int) -> Occurrence | None:
+    """The occurrence, locked and read afresh, after its car's row (`lock_vehicle`): starting
+    it issues a configuration, so the car's row comes first as in every such transaction."""
+    vehicle_id = session.scalar(
+        select(Schedule.vehicle_id)
+        .join(Occurrence, Occurrence.schedule_id == Schedule.id)
+        .where(Occurrence.id == occurrence_id)
+    )
+    if vehicle_id is not None:
+        lock_vehicle(session, vehicle_id)
     return session.scalars(
         select(Occurrence)
         .where(Occurrence.id == occurrence_id)

@@ -46,7 +46,7 @@ from caas.core.clock import Clock
 from caas.core.errors import Conflict, NotFound
 from caas.core.history import Actor, record
 from caas.core.outbox import Handler, RetryLater, enqueue
-from caas.ota.service import request_configuration
+from caas.ota.service import lock_vehicle, request_configuration
 from caas.sales import service as sales
 from caas.sales.models import Customer
 from caas.store import eligibility, entitlements
@@ -104,6 +104,14 @@ def _move(
 
 
 def _lock(session: Session, subscription_id: int) -> Subscription | None:
+    """The subscription, locked and read afresh, after its car's row (`lock_vehicle`): a
+    renewal issues a configuration and a refusal by the car stops subscriptions, so both take
+    the car first, then what it runs."""
+    vehicle_id = session.scalar(
+        select(Subscription.vehicle_id).where(Subscription.id == subscription_id)
+    )
+    if vehicle_id is not None:
+        lock_vehicle(session, vehicle_id)
     return session.scalars(
         select(Subscription)
         .where(Subscription.id == subscription_id)
