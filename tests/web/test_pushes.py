@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from caas.accounts.security import hash_password
 from caas.app import create_app
 from caas.core.clock import FixedClock, SystemClock
 from caas.core.history import Actor
+from caas.core.outbox import pending
 from caas.core.settings import Settings
 from caas.ota import pushes
 from caas.ota import service as ota
@@ -34,7 +36,7 @@ from tests.releases.test_ask_owner import _cars, _rollout, client, release_setti
 from tests.servers import serving
 from tests.store.engine import Delivered, delivered, engine_keys, give, signing
 from tests.vehicles.support import CommittedDatabase, born_car, committed, deliver
-from tests.web.support import log_in, text_of
+from tests.web.support import csrf_token, form_key, log_in, text_of
 from tests.web.test_live import WAIT_SECONDS, _events, _logged_in, _next_status
 
 __all__ = ["client", "committed", "delivered", "engine_keys", "release_settings", "signing"]
@@ -70,9 +72,9 @@ def _push_to(
     return push, versions
 
 
-def _five_cars(db: Session, settings: Settings, now: datetime) -> list[Vehicle]:
+def _delivered_cars(db: Session, settings: Settings, now: datetime, count: int) -> list[Vehicle]:
     cars = []
-    for _ in range(5):
+    for _ in range(count):
         car = born_car(db, settings=settings, now=now)
         deliver(db, car, now=now)
         cars.append(db.get_one(Vehicle, car.vehicle_id))
@@ -87,7 +89,7 @@ def test_a_push_counts_each_cars_outcome_and_the_pages_show_and_filter_them(
     signing: SigningMaterial,
 ) -> None:
     now = clock.now()
-    applied, rejected, online, replaced, offline = cars = _five_cars(db, settings, now)
+    applied, rejected, online, replaced, offline = cars = _delivered_cars(db, settings, now, 5)
     push, versions = _push_to(db, cars, now)
     for version in versions[:2]:
         ota.published(db, version, now=now, resend_after=timedelta(minutes=1))
@@ -245,3 +247,49 @@ def test_a_releases_wave_is_one_push_and_its_cancellation_another(
     assert cancelled.targeted == 2
     wave_now = pushes.push_progress(db, wave.id)
     assert wave_now is not None and wave_now.superseded == 2  # replaced before any answer
+
+
+def test_the_operator_signs_every_delivered_car_anew_as_one_push_in_batches(
+    app_client: TestClient,
+    db: Session,
+    settings: Settings,
+    clock: FixedClock,
+    signing: SigningMaterial,
+) -> None:
+    cars = _delivered_cars(db, settings, clock.now(), 3)
+    db.commit()
+    log_in(app_client, OPERATOR)
+    html = app_client.get("/operator/pushes").text
+    form = {"csrf_token": csrf_token(html), "idempotency_key": form_key(html)}
+    sent = app_client.post("/operator/pushes/resign", data=form, follow_redirects=False)
+    assert sent.status_code == 303
+    push_id = int(sent.headers["location"].rsplit("/", 1)[1])
+    again = app_client.post("/operator/pushes/resign", data=form, follow_redirects=False)
+    assert again.headers["location"] == sent.headers["location"]  # a double click: one push
+    push = db.get_one(ConfigurationPush, push_id)
+    assert (push.kind, push.requested_by) == ("fleet.resign", f"operator:{OPERATOR}")
+
+    def queued() -> list[dict[str, Any]]:
+        db.expire_all()
+        messages = pending(db, pushes.RESIGN_TOPIC)
+        return [m.payload for m in messages if m.payload["push_id"] == push_id]
+
+    (first,) = queued()
+    assert first["after"] == 0
+    assert pushes.resign_batch(db, first, now=clock.now(), batch=2) == 2
+    db.commit()
+    (second,) = [payload for payload in queued() if payload["after"] > 0]
+    pushes.resign_batch(db, second, now=clock.now(), batch=100_000)
+    db.commit()
+    assert [payload for payload in queued() if payload["after"] > second["after"]] == []
+
+    resigned = set(
+        db.scalars(
+            select(ConfigurationVersion.vehicle_id).where(ConfigurationVersion.push_id == push_id)
+        )
+    )
+    assert {car.id for car in cars} <= resigned  # every delivered car, the demo's too
+    progress = pushes.push_progress(db, push_id)
+    assert progress is not None and progress.targeted == len(resigned)
+    # A batch delivered again signs nobody twice.
+    assert pushes.resign_batch(db, first, now=clock.now(), batch=100_000) == 0

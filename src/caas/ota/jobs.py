@@ -1,5 +1,5 @@
-"""Background work of OTA: publishing each configuration version, and re-sending it to a silent
-car."""
+"""Background work of OTA: publishing each configuration version, re-sending it to a silent
+car, and the operator's fleet-wide re-sign a batch of cars at a time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from caas.core.clock import Clock
 from caas.core.faults import kill_point
 from caas.core.outbox import Handler, RetryLater
 from caas.core.settings import Settings
-from caas.ota import service
+from caas.ota import pushes, service
 from caas.ota.publisher import DesiredPublisher, PublishFailed
 
 log = structlog.get_logger(__name__)
@@ -75,4 +75,11 @@ def handlers(
     def clear(_session: Session, payload: dict[str, Any]) -> None:
         clear_desired(payload, publisher=publisher)
 
-    return {service.PUBLISH_TOPIC: publish, service.CLEAR_TOPIC: clear}
+    def resign(session: Session, payload: dict[str, Any]) -> None:
+        pushes.resign_batch(session, payload, now=clock.now())
+
+    return {
+        service.PUBLISH_TOPIC: publish,
+        service.CLEAR_TOPIC: clear,
+        pushes.RESIGN_TOPIC: resign,
+    }

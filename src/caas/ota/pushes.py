@@ -13,17 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from caas.catalog.models import Platform
 from caas.core.history import Actor, record
+from caas.core.outbox import enqueue
 from caas.ota.models import ConfigurationPush, ConfigurationVersion
 from caas.vehicles.models import Vehicle, VehicleState
 
 SUBJECT: Final = "configuration_push"
+# The operator's fleet-wide re-sign, done by the worker a batch of cars at a time.
+RESIGN_TOPIC: Final = "ota.resign"
+RESIGN_BATCH: Final = 200
 
 # The per-car outcomes the page counts and filters by; `offline` and `waiting` split the
 # pending versions by whether the car is connected now.
@@ -60,6 +64,71 @@ def open_push(
         details={"kind": push.kind, "label": push.label},
     )
     return push
+
+
+def resign_fleet(session: Session, *, actor: Actor, now: datetime) -> ConfigurationPush:
+    """Sign every delivered car's configuration anew, as one push: what the operator does after
+    the signing key was rotated, so that no car is left with a manifest of the old key. The
+    worker signs the cars a batch at a time (`resign_batch`, topic `ota.resign`)."""
+    push = open_push(
+        session, kind="fleet.resign", label="every delivered car in service", actor=actor, now=now
+    )
+    _queue_resign(session, push, actor=actor, after=0, now=now)
+    return push
+
+
+def _queue_resign(
+    session: Session, push: ConfigurationPush, *, actor: Actor, after: int, now: datetime
+) -> None:
+    enqueue(
+        session,
+        topic=RESIGN_TOPIC,
+        payload={
+            "push_id": push.id,
+            "after": after,
+            "actor": {"kind": actor.kind, "label": actor.label, "user_id": actor.user_id},
+        },
+        dedupe_key=f"{RESIGN_TOPIC}:{push.id}:{after}",
+        now=now,
+    )
+
+
+def resign_batch(
+    session: Session, payload: dict[str, Any], *, now: datetime, batch: int = RESIGN_BATCH
+) -> int:
+    """One batch of a fleet re-sign: the next `batch` delivered cars in service (by id, after
+    the payload's `after`) each get a newly signed version of the push, and the next batch is
+    queued while cars remain. A car that already has a version of this push (a batch delivered
+    twice) is skipped. Returns how many cars were signed."""
+    from caas.ota.service import request_configuration
+
+    push = session.get(ConfigurationPush, int(payload["push_id"]))
+    if push is None:
+        return 0
+    actor = Actor(**payload["actor"])
+    already = exists().where(
+        ConfigurationVersion.push_id == push.id, ConfigurationVersion.vehicle_id == Vehicle.id
+    )
+    vehicles = list(
+        session.scalars(
+            select(Vehicle)
+            .where(
+                Vehicle.id > int(payload["after"]),
+                Vehicle.delivered_at.is_not(None),
+                Vehicle.state != "archived",
+                ~already,
+            )
+            .order_by(Vehicle.id)
+            .limit(batch)
+        )
+    )
+    for vehicle in vehicles:
+        request_configuration(
+            session, vehicle, reason="fleet re-sign", actor=actor, now=now, push=push
+        )
+    if len(vehicles) == batch:
+        _queue_resign(session, push, actor=actor, after=vehicles[-1].id, now=now)
+    return len(vehicles)
 
 
 @dataclass(frozen=True)

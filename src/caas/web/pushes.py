@@ -8,18 +8,26 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from caas.core.api import DbSession
-from caas.core.errors import NotFound
+from caas.accounts.deps import actor_of
+from caas.core.api import ClockDep, DbSession
+from caas.core.errors import CaasError, NotFound
 from caas.ota import pushes
 from caas.web import live, strings
-from caas.web.pages import OperatorPage, PageRoute, render
+from caas.web.csrf import csrf_protect
+from caas.web.forms import PostedForm, once_per_form, values_of
+from caas.web.pages import OperatorPage, PageRoute, flash, render, see_other
 
-router = APIRouter(prefix="/operator/pushes", route_class=PageRoute, include_in_schema=False)
+router = APIRouter(
+    prefix="/operator/pushes",
+    route_class=PageRoute,
+    include_in_schema=False,
+    dependencies=[Depends(csrf_protect)],
+)
 
 RECENT = 20
 # A fleet-wide push makes thousands of answers a minute: the list's counts are read again at
@@ -56,6 +64,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "pushes.kind.release.wave": "Software release wave",
         "pushes.kind.release.reissue": "Rollout changed",
         "pushes.kind.window.sweep": "Option windows started or ended",
+        "pushes.kind.fleet.resign": "Every car signed anew",
+        "pushes.resign.title": "Sign every car's configuration anew",
+        "pushes.resign.hint": (
+            "After the signing key was rotated: every delivered car gets its configuration, "
+            "unchanged, signed with the current key, as one push the worker sends in batches."
+        ),
+        "pushes.resign.submit": "Sign every car anew",
+        "pushes.resign.flash": (
+            "Every delivered car gets a newly signed configuration: follow it below."
+        ),
+        "pushes.resign.refused": "Not done: {reason}",
         "pushes.back": "All pushes",
         "pushes.cars": "Cars of this push",
         "pushes.outcome": "Outcome",
@@ -92,6 +111,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "pushes.kind.release.wave": "Oleada de una versión de software",
         "pushes.kind.release.reissue": "Despliegue cambiado",
         "pushes.kind.window.sweep": "Ventanas de opciones que empiezan o terminan",
+        "pushes.kind.fleet.resign": "Todos los coches firmados de nuevo",
+        "pushes.resign.title": "Firmar de nuevo la configuración de todos los coches",
+        "pushes.resign.hint": (
+            "Tras cambiar la clave de firma: cada coche entregado recibe su configuración, sin "
+            "cambios, firmada con la clave actual, como un envío que el worker hace por lotes."
+        ),
+        "pushes.resign.submit": "Firmar de nuevo todos los coches",
+        "pushes.resign.flash": (
+            "Cada coche entregado recibe una configuración firmada de nuevo: sígala abajo."
+        ),
+        "pushes.resign.refused": "No se ha hecho: {reason}",
         "pushes.back": "Todos los envíos",
         "pushes.cars": "Coches de este envío",
         "pushes.outcome": "Resultado",
@@ -163,6 +193,33 @@ def one_live(session: Session, push_id: int) -> PushesLive:
 def pushes_page(request: Request, session: DbSession, _: OperatorPage) -> Response:
     context = {"pushes": pushes.recent_pushes(session, limit=RECENT), "counts": COUNTS}
     return render(request, "operator/pushes.html", context)
+
+
+@router.post("/resign")
+def resign_fleet(
+    request: Request, form: PostedForm, session: DbSession, clock: ClockDep, user: OperatorPage
+) -> Response:
+    """Every delivered car's configuration signed anew, as one push (once per form key)."""
+    now = clock.now()
+
+    def act() -> dict[str, Any]:
+        return {"id": pushes.resign_fleet(session, actor=actor_of(user), now=now).id}
+
+    try:
+        answer = once_per_form(
+            session,
+            user_id=user.id,
+            values=values_of(form),
+            operation="web.pushes.resign",
+            request={},
+            now=now,
+            act=act,
+        )
+    except CaasError as error:
+        flash(request, "pushes.resign.refused", tone="danger", reason=error.message)
+        return see_other("/operator/pushes")
+    flash(request, "pushes.resign.flash")
+    return see_other(f"/operator/pushes/{answer['id']}")
 
 
 @router.get("/live")
