@@ -22,7 +22,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from caas import __version__
 from caas.core.api import ErrorBody, ValidationErrorBody, error_responses
 from caas.core.clock import Clock, SystemClock
-from caas.core.db import database_unreachable
+from caas.core.db import database_unreachable, lock_conflict
 from caas.core.errors import CaasError
 from caas.core.settings import Settings
 
@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 # What a client is told to wait before trying again while the database does not answer.
 DATABASE_RETRY_AFTER_SECONDS = 5
+# ... and after its request collided with another one's (a deadlock): a moment is enough.
+CONFLICT_RETRY_AFTER_SECONDS = 1
 
 REQUESTS = Counter("caas_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("caas_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -169,7 +171,28 @@ def create_app(
         """The database does not answer (down, restarting, the connection dropped): 503 with
         `Retry-After` instead of a 500, so clients and load balancers try again. Nothing needs
         restarting afterwards: the pool has dropped the dead connections and the next request
-        connects anew. Any other database error is a bug and stays a 500."""
+        connects anew.
+
+        A request whose transaction PostgreSQL rolled back for colliding with another (a
+        deadlock, a serialization failure) lost only that transaction's writes: 503
+        `database.conflict` with a short `Retry-After`, and the same request again (with its
+        Idempotency-Key) carries on from what was committed. Any other database error is a bug
+        and stays a 500."""
+        if lock_conflict(error):
+            log.warning(
+                "api.database_conflict",
+                method=request.method,
+                path=request.url.path,
+                error=type(error.orig).__name__,
+            )
+            return JSONResponse(
+                {
+                    "code": "database.conflict",
+                    "message": "the request collided with another one; try it again",
+                },
+                status_code=503,
+                headers={"Retry-After": str(CONFLICT_RETRY_AFTER_SECONDS)},
+            )
         if not database_unreachable(error):
             raise error
         log.warning(

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
+import structlog
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -99,6 +104,48 @@ def database_unreachable(error: BaseException) -> bool:
         # connection closed) carry no SQLSTATE.
         return isinstance(original, psycopg.OperationalError | psycopg.InterfaceError)
     return isinstance(state, str) and state.startswith(_UNREACHABLE_STATES)
+
+
+# SQLSTATEs of a transaction the server rolled back because it collided with another one:
+# 40P01 deadlock detected, 40001 serialization failure. Running it again normally succeeds.
+_CONFLICT_STATES = ("40P01", "40001")
+# How often `retry_on_conflict` runs a transaction that keeps colliding before giving up.
+CONFLICT_ATTEMPTS = 3
+
+
+def lock_conflict(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL rolling a transaction back for colliding with another
+    (a deadlock, or a serialization failure): nothing was written, and the same work run again
+    in a new transaction normally goes through."""
+    original = error.orig if isinstance(error, DBAPIError) else error
+    return getattr(original, "sqlstate", None) in _CONFLICT_STATES
+
+
+def retry_on_conflict(
+    factory: sessionmaker[Session],
+    work: Callable[[Session], T],
+    *,
+    attempts: int = CONFLICT_ATTEMPTS,
+    what: str = "transaction",
+) -> T:
+    """Run `work` in its own transaction (`unit_of_work`), again in a new one when PostgreSQL
+    rolled it back for a deadlock or a serialization failure, up to `attempts` times in all
+    (the last conflict is raised). `work` must be safe to run again: it only sees the database
+    of its own transaction, which the conflict has rolled back."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with unit_of_work(factory) as session:
+                return work(session)
+        except DBAPIError as error:
+            if attempt == attempts or not lock_conflict(error):
+                raise
+            log.info(
+                "db.conflict_retried",
+                what=what,
+                attempt=attempt,
+                error=type(error.orig).__name__,
+            )
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

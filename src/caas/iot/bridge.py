@@ -53,7 +53,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock
-from caas.core.db import unit_of_work
+from caas.core.db import CONFLICT_ATTEMPTS, retry_on_conflict
 from caas.core.outbox import ASYNCHRONOUS_COMMIT
 from caas.core.settings import Settings
 from caas.iot.broker import BrokerAddress
@@ -84,6 +84,10 @@ SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
 MAX_BATCHES_IN_FLIGHT = 50
 # Stored without waiting for the disk: the broker has their acknowledgement already.
 ASYNCHRONOUS_KINDS = frozenset({"report", "telemetry"})
+# Run again in a new transaction when PostgreSQL rolls theirs back for a deadlock or a
+# serialization failure: a report dropped there would leave the car's purchase waiting for the
+# platform's re-send. (Telemetry is not: its sink keeps memory of the levels it has seen.)
+RETRIED_KINDS = frozenset({"report"})
 
 
 @dataclass(frozen=True)
@@ -429,15 +433,21 @@ class Bridge:
 
     def _store(self, kind: str, sink: Callable[[Session, Any, datetime], Any], item: Any) -> None:
         """Run a sink in its own transaction (on an executor's thread); reports and telemetry
-        commit without waiting for the disk (see the module's docstring).
+        commit without waiting for the disk (see the module's docstring). A report whose
+        transaction PostgreSQL rolled back for colliding with another (a deadlock) is stored
+        again in a new one, a few times (`caas.core.db.retry_on_conflict`).
 
         A batch stored is logged at debug level with the bridge's client id (host, process):
         with several workers sharing the stream, it tells which of them stored what."""
+
+        def work(session: Session) -> Any:
+            if kind in ASYNCHRONOUS_KINDS:
+                session.execute(ASYNCHRONOUS_COMMIT)
+            return sink(session, item, self.clock.now())
+
+        attempts = CONFLICT_ATTEMPTS if kind in RETRIED_KINDS else 1
         try:
-            with unit_of_work(self.sessions) as session:
-                if kind in ASYNCHRONOUS_KINDS:
-                    session.execute(ASYNCHRONOUS_COMMIT)
-                result = sink(session, item, self.clock.now())
+            result = retry_on_conflict(self.sessions, work, attempts=attempts, what=f"mqtt.{kind}")
         except Exception:  # a bad message or a database hiccup must not stop the bridge
             self._count(f"failed.{kind}")
             log.exception("mqtt.store_failed", kind=kind)
