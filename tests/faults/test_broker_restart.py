@@ -43,7 +43,7 @@ from tests.vehicles.support import CommittedDatabase, eventually
 # Processes started and killed on a loaded machine: more room than the suite's 120 s.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 
-CARS = 8
+CARS = 5
 OPERATOR = Actor.system("faults")
 
 
