@@ -1,12 +1,13 @@
 """Configuration pushes: one change for many cars at once, and how far it has gone.
 
 Where the platform changes many cars' configuration in one go (a release's wave offered, a
-rollout resumed after a halt or cancelled, a pass of the window sweep), the caller opens a push
-(`open_push`) and passes it to every `request_configuration` of the change; each version it
-issues carries the push's id. The operator's page (`caas.web.pushes`) then counts, per push,
-the cars targeted and what became of each car's version: published to the broker, applied,
-waiting for the car to be parked, rejected, replaced by a newer version before the car
-answered, or still pending while the car is offline.
+rollout resumed after a halt or cancelled, a pass of the window sweep, the operator's fleet-wide
+re-sign, `resign_fleet`), the caller opens a push (`open_push`) and passes it to every
+`request_configuration` of the change; each version it issues carries the push's id. The
+operator's page (`caas.web.pushes`) then counts, per push, the cars targeted and what became of
+each car's version: published to the broker, applied, waiting for the car to be parked,
+rejected, replaced by a newer version before the car answered, or still pending while the car is
+offline.
 """
 
 from __future__ import annotations
