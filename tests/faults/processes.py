@@ -193,14 +193,19 @@ def _binaries() -> Path | None:
 
 
 def _system_user() -> str | None:
-    """Who runs the server: PostgreSQL refuses root, so root hands it to `postgres`."""
+    """Who runs the server: PostgreSQL refuses root, so root hands it to `postgres` (or to
+    `pgserver`, made as pgserver makes it)."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", "pgserver"):
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    raise RuntimeError("running as root and no `postgres` user to run PostgreSQL")
+    # No Debian server here: the user pgserver makes for its own embedded server.
+    from pgserver.utils import ensure_user_exists  # type: ignore[import-untyped,unused-ignore]
+
+    ensure_user_exists("pgserver")
+    return "pgserver"
 
 
 class PrivatePostgres:
