@@ -733,7 +733,7 @@ def bench_all(
         name: [(item["size"], item) for item in items]
         for name, items in document["results"].items()
     }
-    print_table(summary_table(summary_rows(runs)))
+    print_table(summary_table(summary_rows(runs, factor=factor)))
     _stderr().print(f"Every figure written to {out}")
     failed = [
         f"{name} {item['size']:,}"

@@ -185,3 +185,24 @@ def test_runs_split_over_several_invocations_merge_into_one_summary() -> None:
     assert "error" not in merged["results"]["api"][1]  # the later run replaced the failure
     api_growth = [row["growth"] for row in merged["summary"] if row["benchmark"] == "api"]
     assert api_growth == [None, 20.0]
+
+
+def test_growth_is_only_between_sizes_a_factor_apart() -> None:
+    rows = summary_rows(
+        {
+            "api": [
+                (100, API_SMALL),
+                (200, API_SMALL),
+                (1000, API_LARGE),
+                (2000, API_LARGE),
+            ]
+        }
+    )
+
+    # 100 -> 1000 and 200 -> 2000; 200 is not ten times 100.
+    assert [(row.size, row.growth) for row in rows] == [
+        (100, None),
+        (200, None),
+        (1000, 20.0),
+        (2000, 20.0),
+    ]

@@ -104,7 +104,7 @@ def run_all(
                 name: [{"size": size, **result} for size, result in done]
                 for name, done in runs.items()
             },
-            "summary": [row.as_json() for row in summary_rows(runs)],
+            "summary": [row.as_json() for row in summary_rows(runs, factor=factor)],
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(document, indent=2) + "\n")

@@ -151,13 +151,16 @@ def growth(small: float | None, large: float | None) -> float | None:
     return round(large / small, 2)
 
 
-def summary_rows(runs: Mapping[str, list[tuple[int, Result]]]) -> list[SummaryRow]:
+def summary_rows(
+    runs: Mapping[str, list[tuple[int, Result]]], *, factor: int = GROWTH_FACTOR
+) -> list[SummaryRow]:
     """One row per benchmark's measure and size, in `ROWS`'s order, sizes ascending; a run
-    that failed (its result holds `error`) shows the error instead of figures."""
+    that failed (its result holds `error`) shows the error instead of figures. A size S gets a
+    growth when the same benchmark ran at S / `factor` too: cost at S / cost at S / factor."""
     rows: list[SummaryRow] = []
     for spec in ROWS:
-        previous_cost: float | None = None
-        for number, (size, result) in enumerate(sorted(runs.get(spec.benchmark, []))):
+        costs: dict[int, float] = {}
+        for size, result in sorted(runs.get(spec.benchmark, []), key=lambda run: run[0]):
             if "error" in result:
                 rows.append(
                     SummaryRow(
@@ -172,9 +175,9 @@ def summary_rows(runs: Mapping[str, list[tuple[int, Result]]]) -> list[SummaryRo
                         spec.cost_is,
                     )
                 )
-                previous_cost = None
                 continue
             cost = spec.cost(result)
+            smaller = costs.get(size // factor) if size % factor == 0 else None
             rows.append(
                 SummaryRow(
                     benchmark=spec.benchmark,
@@ -184,11 +187,11 @@ def summary_rows(runs: Mapping[str, list[tuple[int, Result]]]) -> list[SummaryRo
                     baseline=spec.baseline(result),
                     ratio=spec.ratio(result),
                     cost=round(cost, 4) if cost != float("inf") else None,
-                    growth=growth(previous_cost, cost) if number else None,
+                    growth=growth(smaller, cost),
                     cost_is=spec.cost_is,
                 )
             )
-            previous_cost = cost
+            costs[size] = cost
     return rows
 
 
