@@ -95,7 +95,7 @@ def test_too_many_failures_show_the_rate_limit_message(
     )
     assert response.status_code == 429
     assert 'data-code="auth.rate_limited"' in response.text
-    assert "too many failed logins" in response.text
+    assert "too many failed attempts; try again in 15 minutes" in response.text
 
 
 @pytest.mark.parametrize("token", [None, "forged-token"])
