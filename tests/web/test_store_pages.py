@@ -262,14 +262,19 @@ def test_a_free_trial_needs_no_card_and_a_car_that_refuses_it_is_shown_with_the_
     assert (purchase.state, purchase.payment_id) == ("delivering", None)
 
     assert purchase.configuration_version is not None
-    answer(db, owner, purchase.configuration_version, "rejected", clock, reason="bad_signature")
+    answer(
+        db, owner, purchase.configuration_version, "rejected", clock, reason="certificate_expired"
+    )
     status = client.get(f"{got.headers['location']}/status").json()
     assert (status["phase"], status["final"]) == ("refunded", True)
-    assert status["status"] == "Reembolsada: el coche la rechazó (la firma no coincide)"
+    assert (
+        status["status"]
+        == "Reembolsada: el coche la rechazó (el certificado de firma no es válido ahora)"
+    )
     assert status["lines"][0]["entitlement_state"] == "revoked"
     assert status["note"] == "No se ha cobrado nada."
     page = text_of(client.get(got.headers["location"]).text)
-    assert "Reembolsada: el coche la rechazó (la firma no coincide)" in page
+    assert "Reembolsada: el coche la rechazó (el certificado de firma no es válido ahora)" in page
     assert "No se ha cobrado nada." in page
 
 
