@@ -685,7 +685,7 @@ def bench_all(
     invoicing_cars: Annotated[
         int, typer.Option("--invoicing", min=1, help="N cars for invoicing.")
     ] = 300,
-    memory_cars: Annotated[int, typer.Option("--memory", min=1, help="N cars for memory.")] = 1_000,
+    memory_cars: Annotated[int, typer.Option("--memory", min=1, help="N cars for memory.")] = 100,
     factor: Annotated[
         int, typer.Option(min=2, help="Each benchmark runs at N and N x factor (growth).")
     ] = 10,
