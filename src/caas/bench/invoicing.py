@@ -25,24 +25,20 @@ round trips to the same sandbox made by the same number of threads, scaled to N 
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.bench.harness import _embedded_postgres, scratch_database
+from caas.bench.sandbox import SANDBOX_KEY, running_sandbox
 from caas.bench.scheduler import StatementClock
 from caas.billing.models import Invoice, Payment
 from caas.billing.provider import SandboxProvider
@@ -55,7 +51,7 @@ from caas.core.outbox import OutboxMessage, Relay
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_SUCCEEDS
 from caas.protocol.vin import make_vin, model_year_code
-from caas.runtime import StartupError, read_settings
+from caas.runtime import read_settings
 from caas.seed import load_reference_data
 from caas.store import metering
 from caas.store.models import Offer
@@ -67,7 +63,6 @@ PLANTS = "BCDFGHJKLMNPRSTVWXYZ"  # a VIN's plant code: a million serials each
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 DUE = metering.next_month_run(MONTH_START + timedelta(days=20))
 COUNTRIES = (("ES", "es"), ("FR", "fr"), ("DE", "de"), ("IT", "it"), ("PT", "pt"))
-SANDBOX_KEY = "bench-sandbox-key"
 CARDS = 50  # cards tokenised at the sandbox, shared round robin by the customers
 BASELINE_SAMPLE = 1000
 
@@ -83,53 +78,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-# --- the sandbox, in a process of its own ---------------------------------------------------
-
-
-def sandbox_app() -> FastAPI:
-    """The payment sandbox as `uvicorn --factory` builds it in the sandbox's process."""
-    from caas_sim import payments
-
-    return payments.create_app(
-        api_key=os.environ.get("CAAS_BENCH_SANDBOX_KEY", SANDBOX_KEY),
-        webhook_url=None,
-        webhook_secret="bench",
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running_sandbox() -> Iterator[str]:
-    """The sandbox served by uvicorn in a child process; its base URL."""
-    port = _free_port()
-    command = [sys.executable, "-m", "uvicorn", "--factory", "caas.bench.invoicing:sandbox_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    command += ["--no-access-log"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # a busy machine imports slowly
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise StartupError("the payment sandbox did not start")
-            time.sleep(0.1)  # real concurrency with another process, not a schedule
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+# --- the sandbox, in a process of its own: caas.bench.sandbox -----------------------------
 
 
 def _tokenise(url: str, count: int) -> list[str]:
