@@ -14,7 +14,9 @@ next probe finds.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -177,48 +179,16 @@ def build_world(
         }
 
     vin = owner_a.vehicle.vin
-    # A's saved card, phone, transfer code, and schedule, made as A would, over the API.
-    method = client.post(
-        "/api/v1/me/payment-methods", json={"card_token": card}, headers=as_("customer_a")
-    )
-    assert method.status_code == 201, method.text
-    phone = client.post(
-        f"/api/v1/vehicles/{vin}/phones",
-        json={"public_key": PHONE_PUBLIC_KEY, "label": "Ana's phone"},
-        headers=as_("customer_a"),
-    )
-    assert phone.status_code == 201, phone.text
-    custom = offer(db, owner_a.vehicle, "power_boost", "custom", net_minor=500)
-    schedule = client.post(
-        f"/api/v1/vehicles/{vin}/schedules",
-        json={
-            "offer_id": custom.id,
-            "recurrence": "weekly",
-            "start_date": "2026-03-21",
-            "start_time": "08:00",
-            "end_date": "2026-03-22",
-            "end_time": "22:00",
-            "card_token": card,
-        },
-        headers=as_("customer_a"),
-    )
-    assert schedule.status_code == 201, schedule.text
-
-    # A purchase (authorised with the sandbox), a subscription, an invoice of A's order.
-    window = offer(db, owner_a.vehicle, "power_boost", "window", "1M", net_minor=1_000)
-    purchase = buy(
-        db, owner_a, [item(window)], token=card, key="authz-buy", settings=settings, clock=clock
-    )
-    monthly = offer(db, owner_a.vehicle, "power_boost", "subscription", "1M", net_minor=900)
-    subscription = subscribed(db, owner_a, monthly, token=card, clock=clock)
-    invoice = invoices.issue(
+    belongings = customers_belongings(
+        client,
         db,
-        kind="advance",
-        customer=owner_a.customer,
-        country="ES",
-        lines=[LineDraft("Deposit", 100_000, 2_100, 21_000)],
+        owner_a,
+        card=card,
+        headers=lambda: as_("customer_a"),
+        settings=settings,
+        clock=clock,
         now=now,
-        sale=db.get_one(Sale, owner_a.car.sale_id),
+        key="authz-buy",
     )
     # The order's registration (rejected, so its dealer may send it again) and its delivery.
     db.add(
@@ -333,17 +303,10 @@ def build_world(
         "vin": vin,
         "sale_id": owner_a.car.sale_id,
         "customer_id": owner_a.customer.id,
-        "invoice_id": invoice.id,
-        "method_id": method.json()["id"],
-        "key_id": phone.json()["id"],
-        "purchase_id": purchase.id,
-        "subscription_id": subscription.id,
-        "schedule_id": schedule.json()["id"],
+        **belongings,
         "entitlement_id": entitlement.id,
         "order_id": order.id,
         "notification_id": notification.id,
-        "offer_id": window.id,
-        "custom_offer_id": custom.id,
         "code": "AURA",
         "platform": "AURA",
         "feature_code": "power_boost",
@@ -378,9 +341,9 @@ def build_world(
         "sale_id": {owner_a.car.sale_id},
         "customer_id": {owner_a.customer.id},
         "vehicle_id": {owner_a.vehicle.id},
-        "invoice_id": {invoice.id},
-        "purchase_id": {purchase.id},
-        "subscription_id": {subscription.id},
+        "invoice_id": {belongings["invoice_id"]},
+        "purchase_id": {belongings["purchase_id"]},
+        "subscription_id": {belongings["subscription_id"]},
         "user_id": {owner_a.user.id},
     }
     # The API calls above ran on the same connection, inside this session's savepoint: commit,
@@ -388,3 +351,68 @@ def build_world(
     db.commit()
     db.close()
     return world
+
+
+def customers_belongings(
+    client: TestClient,
+    db: Session,
+    owner: Owner,
+    *,
+    card: str,
+    headers: Callable[[], dict[str, str]],
+    settings: Settings,
+    clock: FixedClock,
+    now: datetime,
+    key: str,
+) -> dict[str, int]:
+    """What a customer with a delivered car holds, made as they would make it (over the API
+    with `headers()`, or through the store's own services): a saved card, a paired phone, a
+    weekly schedule, a purchase authorised at the sandbox, a subscription and an invoice of
+    their order. Answered as path parameters by name (and the offers they came from)."""
+    vin = owner.vehicle.vin
+    method = client.post("/api/v1/me/payment-methods", json={"card_token": card}, headers=headers())
+    assert method.status_code == 201, method.text
+    phone = client.post(
+        f"/api/v1/vehicles/{vin}/phones",
+        json={"public_key": PHONE_PUBLIC_KEY, "label": "Ana's phone"},
+        headers=headers(),
+    )
+    assert phone.status_code == 201, phone.text
+    custom = offer(db, owner.vehicle, "power_boost", "custom", net_minor=500)
+    schedule = client.post(
+        f"/api/v1/vehicles/{vin}/schedules",
+        json={
+            "offer_id": custom.id,
+            "recurrence": "weekly",
+            "start_date": "2026-03-21",
+            "start_time": "08:00",
+            "end_date": "2026-03-22",
+            "end_time": "22:00",
+            "card_token": card,
+        },
+        headers=headers(),
+    )
+    assert schedule.status_code == 201, schedule.text
+    window = offer(db, owner.vehicle, "power_boost", "window", "1M", net_minor=1_000)
+    purchase = buy(db, owner, [item(window)], token=card, key=key, settings=settings, clock=clock)
+    monthly = offer(db, owner.vehicle, "power_boost", "subscription", "1M", net_minor=900)
+    subscription = subscribed(db, owner, monthly, token=card, clock=clock)
+    invoice = invoices.issue(
+        db,
+        kind="advance",
+        customer=owner.customer,
+        country="ES",
+        lines=[LineDraft("Deposit", 100_000, 2_100, 21_000)],
+        now=now,
+        sale=db.get_one(Sale, owner.car.sale_id),
+    )
+    return {
+        "invoice_id": invoice.id,
+        "method_id": method.json()["id"],
+        "key_id": phone.json()["id"],
+        "purchase_id": purchase.id,
+        "subscription_id": subscription.id,
+        "schedule_id": schedule.json()["id"],
+        "offer_id": window.id,
+        "custom_offer_id": custom.id,
+    }

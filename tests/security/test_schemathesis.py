@@ -44,8 +44,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from caas.accounts.models import User
 from caas.accounts.service import issue_api_token
 from caas.app import create_app
-from caas.billing import invoices
-from caas.billing.rules import LineDraft
 from caas.core.clock import FixedClock
 from caas.core.history import Actor
 from caas.core.settings import Settings
@@ -58,7 +56,8 @@ from caas.store.models import Entitlement
 from caas.upkeep import orders as upkeep_orders
 from tests.billing.conftest import API_KEY, WEBHOOK_SECRET, PaymentSandbox, payment_sandbox
 from tests.conftest import SmtpInbox
-from tests.store.conftest import buy, delivered_owner, item, offer, subscribed
+from tests.security.authz_world import customers_belongings
+from tests.store.conftest import delivered_owner
 
 __all__ = ["payment_sandbox"]  # the fixture, served for this module
 
@@ -86,12 +85,6 @@ ROLES: tuple[tuple[str, str], ...] = (
     (r"^\w+ /api/v1/customers/\{customer_id\}/file$", "operator"),
     (r"^POST /api/v1/vehicles/\{vin\}/(scrap|registry/retry)$", "operator"),
     (r"^(POST|PATCH) /api/v1/(platforms|offers)/", "operator"),
-)
-
-# A P-256 public key (SubjectPublicKeyInfo, base64), as a phone app sends it.
-PHONE_PUBLIC_KEY = (
-    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEliQ9+IcQEgFfe6u7q1kwdx5EpC70Q+K+hqfJ14CzIBeFEV1ng2g+"
-    "tr2yFKLm/L2sc5ulLGJNOR4x98iU+NIhSg=="
 )
 
 
@@ -209,45 +202,16 @@ def _build(
 
         vin = owner.vehicle.vin
         card = sandbox.token("4242424242424242")
-        method = client.post(
-            "/api/v1/me/payment-methods", json={"card_token": card}, headers=as_("customer")
-        )
-        assert method.status_code == 201, method.text
-        phone = client.post(
-            f"/api/v1/vehicles/{vin}/phones",
-            json={"public_key": PHONE_PUBLIC_KEY, "label": "Ana's phone"},
-            headers=as_("customer"),
-        )
-        assert phone.status_code == 201, phone.text
-        custom = offer(db, owner.vehicle, "power_boost", "custom", net_minor=500)
-        schedule = client.post(
-            f"/api/v1/vehicles/{vin}/schedules",
-            json={
-                "offer_id": custom.id,
-                "recurrence": "weekly",
-                "start_date": "2026-03-21",
-                "start_time": "08:00",
-                "end_date": "2026-03-22",
-                "end_time": "22:00",
-                "card_token": card,
-            },
-            headers=as_("customer"),
-        )
-        assert schedule.status_code == 201, schedule.text
-        window = offer(db, owner.vehicle, "power_boost", "window", "1M", net_minor=1_000)
-        purchase = buy(
-            db, owner, [item(window)], token=card, key="fuzz-buy", settings=settings, clock=clock
-        )
-        monthly = offer(db, owner.vehicle, "power_boost", "subscription", "1M", net_minor=900)
-        subscription = subscribed(db, owner, monthly, token=card, clock=clock)
-        invoice = invoices.issue(
+        belongings = customers_belongings(
+            client,
             db,
-            kind="advance",
-            customer=owner.customer,
-            country="ES",
-            lines=[LineDraft("Deposit", 100_000, 2_100, 21_000)],
+            owner,
+            card=card,
+            headers=lambda: as_("customer"),
+            settings=settings,
+            clock=clock,
             now=now,
-            sale=db.get_one(Sale, owner.car.sale_id),
+            key="fuzz-buy",
         )
         entitlement = db.scalars(
             select(Entitlement).where(
@@ -309,16 +273,10 @@ def _build(
             "vin": vin,
             "sale_id": owner.car.sale_id,
             "customer_id": owner.customer.id,
-            "invoice_id": invoice.id,
-            "method_id": method.json()["id"],
-            "key_id": phone.json()["id"],
-            "purchase_id": purchase.id,
-            "subscription_id": subscription.id,
-            "schedule_id": schedule.json()["id"],
+            **belongings,
             "entitlement_id": entitlement.id,
             "order_id": order.id,
             "notification_id": notification.id,
-            "offer_id": window.id,
             "code": "AURA",
             "platform": "AURA",
             "feature_code": "power_boost",
