@@ -7,6 +7,7 @@ import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -489,6 +490,11 @@ async def test_usage_of_metered_features_waits_in_the_outbox_while_offline(
         await platform.publish(car.vin, maker.sign(body))
         await platform.wait_for(Reported, mqtt.REPORTED, car.vin, applied(1))
         assert await car.send_telemetry()
+        # The platform has the car's report, but the car drops it from its outbox only when
+        # the broker's PUBACK reaches it: wait for that, or the report is counted below.
+        with anyio.fail_after(5):
+            while car.outbox_size:
+                await anyio.sleep(0.01)  # real concurrency with the broker, not a schedule
         car.lose_network()
         car.drive(100, km=12.5)
         car.drive(100, km=7.5)
