@@ -796,8 +796,9 @@ def billing_reconcile(
         ),
     ] = None,
 ) -> None:
-    """Compare the ledger's captures and refunds with the payment provider's settlement report;
-    print every difference, one per line. Exit code 0 when they match, 1 when they differ."""
+    """Compare the ledger's captures, refunds and chargebacks with the payment provider's
+    settlement report; print every difference, one per line. Exit code 0 when they match, 1
+    when they differ."""
     import httpx
 
     from caas.billing.reconcile import fetch_settlements, reconcile

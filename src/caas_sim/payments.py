@@ -331,6 +331,17 @@ class Sandbox:
             created_at=_now(),
         )
         self.chargebacks[chargeback.id] = chargeback
+        self.settlements.append(
+            Settlement(
+                kind="chargeback",
+                id=chargeback.id,
+                authorization=authorization.id,
+                reference=authorization.reference,
+                amount_minor=chargeback.amount_minor,
+                currency=chargeback.currency,
+                at=chargeback.created_at,
+            )
+        )
         self.emit("chargeback.created", authorization, chargeback=chargeback)
         return chargeback
 
@@ -524,6 +535,7 @@ def create_app(
             date | None, Query(alias="date", description="UTC day; all when omitted")
         ] = None,
     ) -> list[Settlement]:
+        """Every movement of the merchant's money: captures, refunds and chargebacks."""
         return [s for s in sandbox.settlements if day is None or s.at.date() == day]
 
     return app

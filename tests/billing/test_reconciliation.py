@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from caas import cli
-from caas.billing import reconcile, rules, service
+from caas.billing import ledger, reconcile, rules, service
 from caas.billing.models import Payment
 from caas.billing.provider import SandboxProvider
 from caas.billing.reconcile import Difference
@@ -22,6 +22,7 @@ from caas.core.history import Actor
 from caas.core.settings import Settings
 from caas.protocol.payments import CARD_SUCCEEDS, Settlement
 from tests.billing.conftest import PaymentSandbox, buyer
+from tests.billing.test_chargebacks import dispute
 
 ACTOR = Actor(kind="customer", label="test")
 
@@ -121,6 +122,48 @@ def test_every_planted_difference_is_listed(db: Session, paid: Paid) -> None:
             "capture pay_unknown: missing in the ledger (provider 1210 EUR)",
             f"refund {paid.first.reference}: missing at the provider (ledger 310 EUR)",
         ]
+    )
+
+
+def test_a_chargeback_at_the_provider_is_compared_with_the_ledger(
+    db: Session, paid: Paid, settings: Settings, clock: FixedClock, payment_sandbox: PaymentSandbox
+) -> None:
+    """The card's bank takes 5.00 of the second payment back: the provider's report says so at
+    once; the ledger lacks it until the provider's event is applied, then both agree."""
+    assert paid.second.provider_ref is not None
+    taken = dispute(payment_sandbox, paid.second.provider_ref, amount_minor=500)
+    assert taken.status_code == 201, taken.text
+    report = payment_sandbox.settlements(paid.first.reference) + payment_sandbox.settlements(
+        paid.second.reference
+    )
+    charged_back = [s for s in report if s.kind == "chargeback"]
+    assert [(s.id, s.reference, s.amount_minor) for s in charged_back] == [
+        (taken.json()["id"], paid.second.reference, 500)
+    ]
+
+    missing = reconcile.reconcile(db, report)
+    assert missing == [Difference("chargeback", paid.second.reference, "EUR", None, 500)]
+    assert missing[0].describe() == (
+        f"chargeback {paid.second.reference}: missing in the ledger (provider 500 EUR)"
+    )
+
+    event = payment_sandbox.inbox.wait_for(paid.second.reference, "chargeback.created").event
+    with SandboxProvider.from_settings(settings) as provider:
+        service.apply_provider_event(db, event, provider=provider, now=clock.now())
+    db.commit()
+    assert reconcile.reconcile(db, report) == []
+
+
+def test_a_chargeback_only_the_ledger_knows_is_a_difference(
+    db: Session, paid: Paid, clock: FixedClock
+) -> None:
+    assert ledger.post_chargeback(
+        db, paid.first, amount_minor=400, provider_ref="cb_never_made", now=clock.now()
+    )
+    found = reconcile.reconcile(db, paid.settlements)
+    assert found == [Difference("chargeback", paid.first.reference, "EUR", 400, None)]
+    assert found[0].describe() == (
+        f"chargeback {paid.first.reference}: missing at the provider (ledger 400 EUR)"
     )
 
 

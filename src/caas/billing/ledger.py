@@ -253,8 +253,9 @@ def post_refund(
 def post_chargeback(
     session: Session, payment: Payment, *, amount_minor: int, provider_ref: str, now: datetime
 ) -> bool:
-    """Money the card's bank took back from the provider's cash (the sandbox sends no
-    chargebacks yet; an operator or a future event posts it)."""
+    """Money the card's bank took back from the provider's cash, posted once per chargeback
+    (`provider_ref`: the provider's id of it) from the provider's `chargeback.created` event
+    (`caas.billing.chargebacks`)."""
     return post(
         session,
         payment,

@@ -1,8 +1,11 @@
-"""Reconciliation: the ledger's captures and refunds beside the provider's settlement report.
+"""Reconciliation: the ledger's money movements beside the provider's settlement report.
 
-Both sides are summed per payment reference and movement (capture, refund), so several
-partial refunds of one payment compare as their total; every reference found on one side
-only, or with another amount, is one difference.
+Every movement of the cash at the provider is compared: captures, refunds and chargebacks
+(money the card's bank took back, which the ledger learns from the provider's event; a
+chargeback the event never brought is a difference like any other). Both sides are summed per
+payment reference and movement, so several partial refunds or chargebacks of one payment
+compare as their total; every reference found on one side only, or with another amount, is
+one difference.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
 
 import httpx
 from sqlalchemy import func, select
@@ -22,6 +26,8 @@ from caas.core.settings import Settings
 from caas.protocol.payments import API_KEY_HEADER, Settlement
 
 Movement = tuple[str, str, str]  # (kind, reference, currency)
+# The ledger's postings that move the cash at the provider, named as the settlements are.
+SETTLED_KINDS: Final = ("capture", "refund", "chargeback")
 
 
 @dataclass(frozen=True, order=True)
@@ -50,11 +56,12 @@ class Difference:
 
 def ledger_movements(session: Session, *, day: date | None = None) -> dict[Movement, int]:
     """Money through the provider by the ledger: cash debited by captures, credited by
-    refunds, per (kind, reference, currency); only postings of `day` (UTC) when given."""
+    refunds and chargebacks, per (kind, reference, currency); only postings of `day` (UTC)
+    when given."""
     amount = func.sum(LedgerEntry.debit_minor + LedgerEntry.credit_minor)
     query = (
         select(LedgerEntry.kind, LedgerEntry.reference, LedgerEntry.currency, amount)
-        .where(LedgerEntry.account == ledger.CASH, LedgerEntry.kind.in_(("capture", "refund")))
+        .where(LedgerEntry.account == ledger.CASH, LedgerEntry.kind.in_(SETTLED_KINDS))
         .group_by(LedgerEntry.kind, LedgerEntry.reference, LedgerEntry.currency)
     )
     if day is not None:
@@ -96,7 +103,8 @@ def reconcile(
 
 
 def fetch_settlements(settings: Settings, *, day: date | None = None) -> list[Settlement]:
-    """The provider's settlement report (`GET /v1/settlements`), of one UTC day or all."""
+    """The provider's settlement report (`GET /v1/settlements`: captures, refunds and
+    chargebacks), of one UTC day or all."""
     params = {"date": day.isoformat()} if day is not None else {}
     response = httpx.get(
         f"{settings.payment_url.rstrip('/')}/v1/settlements",

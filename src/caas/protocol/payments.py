@@ -191,9 +191,10 @@ class ChargebackCreate(BaseModel):
 
 
 class Settlement(BaseModel):
-    """One movement of money, for the merchant's reconciliation."""
+    """One movement of money, for the merchant's reconciliation: money taken (`capture`),
+    given back (`refund`) or taken back by the card's bank (`chargeback`)."""
 
-    kind: Literal["capture", "refund"]
+    kind: Literal["capture", "refund", "chargeback"]
     id: str
     authorization: str
     reference: str
