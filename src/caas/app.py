@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from caas import __version__
-from caas.core.api import ErrorBody, ValidationErrorBody, error_responses
+from caas.core.api import ErrorBody, ValidationErrorBody, error_responses, with_retry_after
 from caas.core.clock import Clock, SystemClock
 from caas.core.db import database_unreachable, lock_conflict
 from caas.core.errors import CaasError
@@ -164,7 +164,9 @@ def create_app(
 
     @app.exception_handler(CaasError)
     async def caas_error(_: Request, error: CaasError) -> JSONResponse:
-        return JSONResponse(error.to_dict(), status_code=error.status)
+        """The error's JSON shape; a refusal that says how long to wait (429) says it in
+        `Retry-After` too."""
+        return with_retry_after(JSONResponse(error.to_dict(), status_code=error.status), error)
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, error: DBAPIError) -> JSONResponse:

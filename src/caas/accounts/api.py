@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from caas.accounts import service
@@ -18,7 +17,6 @@ from caas.accounts.schemas import (
     UserRead,
 )
 from caas.core.api import ClockDep, DbSession, SettingsDep, error_responses
-from caas.core.errors import TooManyRequests
 from caas.core.history import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -26,11 +24,6 @@ router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
-
-
-def _throttled(error: TooManyRequests) -> Response:
-    """The 429 of a throttled try, saying in `Retry-After` how many seconds to wait."""
-    return service.with_retry_after(JSONResponse(error.to_dict(), status_code=error.status), error)
 
 
 @router.post(
@@ -43,19 +36,16 @@ def _throttled(error: TooManyRequests) -> Response:
 )
 def login(
     body: LoginCreate, request: Request, session: DbSession, clock: ClockDep, settings: SettingsDep
-) -> User | Response:
-    try:
-        user = service.authenticate(
-            session,
-            attempts=request.app.state.sessions,
-            email=body.email,
-            password=body.password,
-            ip=_client_ip(request),
-            now=clock.now(),
-            settings=settings,
-        )
-    except TooManyRequests as error:
-        return _throttled(error)
+) -> User:
+    user = service.authenticate(
+        session,
+        attempts=request.app.state.sessions,
+        email=body.email,
+        password=body.password,
+        ip=_client_ip(request),
+        now=clock.now(),
+        settings=settings,
+    )
     request.session.clear()
     request.session.update({"uid": user.id, "epoch": user.session_epoch})
     return user
@@ -77,20 +67,17 @@ def logout(request: Request) -> Response:
 )
 def create_token(
     body: TokenCreate, request: Request, session: DbSession, clock: ClockDep, settings: SettingsDep
-) -> TokenRead | Response:
+) -> TokenRead:
     now = clock.now()
-    try:
-        user = service.authenticate(
-            session,
-            attempts=request.app.state.sessions,
-            email=body.email,
-            password=body.password,
-            ip=_client_ip(request),
-            now=now,
-            settings=settings,
-        )
-    except TooManyRequests as error:
-        return _throttled(error)
+    user = service.authenticate(
+        session,
+        attempts=request.app.state.sessions,
+        email=body.email,
+        password=body.password,
+        ip=_client_ip(request),
+        now=now,
+        settings=settings,
+    )
     return TokenRead(token=service.issue_api_token(session, user=user, name=body.name, now=now))
 
 
@@ -113,19 +100,16 @@ def activate(
     session: DbSession,
     clock: ClockDep,
     settings: SettingsDep,
-) -> User | Response:
-    try:
-        return service.activate(
-            session,
-            token=body.token,
-            password=body.password,
-            now=clock.now(),
-            attempts=request.app.state.sessions,
-            ip=_client_ip(request),
-            settings=settings,
-        )
-    except TooManyRequests as error:
-        return _throttled(error)
+) -> User:
+    return service.activate(
+        session,
+        token=body.token,
+        password=body.password,
+        now=clock.now(),
+        attempts=request.app.state.sessions,
+        ip=_client_ip(request),
+        settings=settings,
+    )
 
 
 @router.post(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 import structlog
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.responses import Response
 
 from caas.accounts.models import ActivationToken, ApiToken, LoginAttempt, Role, User
 from caas.accounts.security import (
@@ -21,7 +19,6 @@ from caas.accounts.security import (
 )
 from caas.core.db import unit_of_work
 from caas.core.errors import (
-    CaasError,
     Conflict,
     InvalidInput,
     NotAuthenticated,
@@ -33,8 +30,6 @@ from caas.core.settings import Settings
 from caas.notifications.service import queue_email
 
 log = structlog.get_logger(__name__)
-
-ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 def normalise_email(email: str) -> str:
@@ -282,14 +277,6 @@ def check_throttle(
         code="auth.rate_limited",
         retry_after_seconds=wait,
     )
-
-
-def with_retry_after(response: ResponseT, error: CaasError) -> ResponseT:
-    """`response` with the `Retry-After` header (seconds) a throttled try was told, if any."""
-    seconds = error.extra.get("retry_after_seconds")
-    if isinstance(seconds, int):
-        response.headers["Retry-After"] = str(seconds)
-    return response
 
 
 def record_failure(

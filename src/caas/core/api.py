@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
+from starlette.responses import Response
 
 from caas.core.clock import Clock
+from caas.core.errors import CaasError
 from caas.core.idempotency import once
 from caas.core.settings import Settings
+
+ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 class ErrorBody(BaseModel):
@@ -87,6 +91,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         model = ValidationErrorBody if status == 422 else ErrorBody
         responses[status] = {"model": model, "description": described[status]}
     return responses
+
+
+def with_retry_after(response: ResponseT, error: CaasError) -> ResponseT:
+    """`response` with the `Retry-After` header (seconds) a refusal told the caller to wait,
+    if it did (a throttled login or transfer code carries `retry_after_seconds`)."""
+    seconds = error.extra.get("retry_after_seconds")
+    if isinstance(seconds, int):
+        response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _session(request: Request) -> Iterator[Session]:

@@ -123,7 +123,8 @@ def cancel_transfer(
     response_model=TransferRead,
     summary="Receive a car: its VIN and the seller's code make it yours",
     description="A logged-in customer. A wrong or expired code is 422 (field `code`); after "
-    "5 wrong codes in 15 minutes (per buyer or per car) 429. On success the car is yours: the "
+    "5 wrong codes in 15 minutes (per buyer or per car) 429, with `Retry-After` (seconds) until "
+    "the oldest of them is old enough. On success the car is yours: the "
     "seller's subscriptions end, their phones are revoked, the permanent options stay.",
     responses=error_responses(401, 409, 422, 429),
 )

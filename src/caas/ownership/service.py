@@ -21,11 +21,13 @@ is cleared), the twin is archived with its whole history, and the owner told.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, select
+import structlog
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.accounts import service as accounts
@@ -47,6 +49,8 @@ from caas.store import handover
 from caas.vehicles import keys
 from caas.vehicles import service as vehicles
 from caas.vehicles.models import Vehicle
+
+log = structlog.get_logger(__name__)
 
 SUBJECT: Final = "vehicle"
 REGISTRY_TOPIC: Final = "ownership.registry"
@@ -216,28 +220,53 @@ def seller_transfer(session: Session, *, user: User, vin: str) -> tuple[Vehicle,
 # --- a private sale: the buyer's side ----------------------------------------------------------
 
 
-def _check_attempts(session: Session, *, user_id: int | None, vin: str, now: datetime) -> None:
-    """Too many wrong codes lately for this buyer or this car: 429 until the window passes."""
-    since = now - rules.FAILED_CODES_WINDOW
-    failed = TransferCodeAttempt.succeeded.is_(False) & (TransferCodeAttempt.at >= since)
-    by_car = session.scalar(
-        select(func.count(TransferCodeAttempt.id)).where(failed, TransferCodeAttempt.vin == vin)
+def _seconds_until_allowed(
+    session: Session, *, matching: ColumnElement[bool], since: datetime
+) -> int | None:
+    """Seconds until fewer than `rules.MAX_FAILED_CODES` wrong codes `matching` are left in the
+    window (None while fewer are): when the oldest of those counted leaves it."""
+    oldest_counted = session.scalar(
+        select(TransferCodeAttempt.at)
+        .where(matching, TransferCodeAttempt.succeeded.is_(False), TransferCodeAttempt.at > since)
+        .order_by(TransferCodeAttempt.at.desc())
+        .offset(rules.MAX_FAILED_CODES - 1)
+        .limit(1)
     )
-    by_buyer = (
-        session.scalar(
-            select(func.count(TransferCodeAttempt.id)).where(
-                failed, TransferCodeAttempt.user_id == user_id
+    if oldest_counted is None:
+        return None
+    return max(1, math.ceil((oldest_counted - since).total_seconds()))
+
+
+def _check_attempts(session: Session, *, user_id: int | None, vin: str, now: datetime) -> None:
+    """Too many wrong codes lately for this buyer or this car: 429, with the seconds to wait,
+    until the oldest of them leaves the window (the refusal is logged, not counted)."""
+    since = now - rules.FAILED_CODES_WINDOW
+    waits = [_seconds_until_allowed(session, matching=TransferCodeAttempt.vin == vin, since=since)]
+    if user_id is not None:
+        waits.append(
+            _seconds_until_allowed(
+                session, matching=TransferCodeAttempt.user_id == user_id, since=since
             )
         )
-        if user_id is not None
-        else 0
+    wait = max((seconds for seconds in waits if seconds is not None), default=None)
+    if wait is None:
+        return
+    log.warning("transfer.throttled", vin=vin, user_id=user_id, retry_after=wait)
+    raise TooManyRequests(
+        f"too many wrong codes; try again in {math.ceil(wait / 60)} minutes",
+        code="transfer.rate_limited",
+        retry_after_seconds=wait,
     )
-    if max(by_car or 0, by_buyer or 0) >= rules.MAX_FAILED_CODES:
-        minutes = int(rules.FAILED_CODES_WINDOW.total_seconds() // 60)
-        raise TooManyRequests(
-            f"too many wrong codes; try again in {minutes} minutes",
-            code="transfer.rate_limited",
-        )
+
+
+def _count_wrong_code(
+    attempts: sessionmaker[Session], *, user_id: int | None, vin: str, now: datetime, reason: str
+) -> None:
+    """Keep a wrong code (in its own transaction, so the caller's rollback keeps it) and log
+    it: which car and buyer, never the code that was tried."""
+    with unit_of_work(attempts) as own:
+        own.add(TransferCodeAttempt(user_id=user_id, vin=vin, at=now, succeeded=False))
+    log.warning("transfer.code_failed", vin=vin, user_id=user_id, reason=reason)
 
 
 def _checked_transfer(
@@ -261,14 +290,13 @@ def _checked_transfer(
         settings.secret_key, vin, code, transfer.code_hash
     )
     if not matches or transfer is None or vehicle is None:
-        with unit_of_work(attempts) as own:
-            own.add(TransferCodeAttempt(user_id=user_id, vin=vin, at=now, succeeded=False))
+        reason = "wrong_code" if transfer is not None else "no_open_transfer"
+        _count_wrong_code(attempts, user_id=user_id, vin=vin, now=now, reason=reason)
         raise InvalidInput(
             "this code does not transfer this car", field="code", code="transfer.code_invalid"
         )
     if transfer.code_expires_at is None or now >= transfer.code_expires_at:
-        with unit_of_work(attempts) as own:
-            own.add(TransferCodeAttempt(user_id=user_id, vin=vin, at=now, succeeded=False))
+        _count_wrong_code(attempts, user_id=user_id, vin=vin, now=now, reason="expired_code")
         raise InvalidInput(
             "this code has expired: ask the seller for a new one",
             field="code",

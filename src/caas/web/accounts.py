@@ -9,8 +9,7 @@ from sqlalchemy import select
 
 from caas.accounts import service as accounts
 from caas.accounts.models import User
-from caas.accounts.service import with_retry_after
-from caas.core.api import ClockDep, DbSession, SettingsDep
+from caas.core.api import ClockDep, DbSession, SettingsDep, with_retry_after
 from caas.core.errors import InvalidInput, NotAuthenticated, TooManyRequests
 from caas.core.history import Actor, record
 from caas.sales.models import Customer
