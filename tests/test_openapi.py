@@ -144,12 +144,33 @@ def test_every_operation_that_can_fail_documents_its_errors(document: Document) 
             if 422 not in errors:
                 missing.append(f"{name}: 422 ({ONLY_BAD_INPUT[name]})")
             continue
-        if not errors - {422}:
-            missing.append(f"{name}: an error besides 422 (401, 404, 409...)")
+        if not errors - {422, 503}:
+            missing.append(f"{name}: an error besides 422 and 503 (401, 404, 409...)")
         if operation.get("security") and 401 not in errors:
             missing.append(f"{name}: 401 (it takes a login)")
         if (operation.get("parameters") or operation.get("requestBody")) and 422 not in errors:
             missing.append(f"{name}: 422 (it takes input)")
+    assert not missing, _report(missing)
+
+
+def test_every_api_operation_documents_that_the_database_may_be_unavailable(
+    document: Document,
+) -> None:
+    """Any request that reads the database can answer 503 `database.unavailable` or
+    `database.conflict` with `Retry-After` (`caas.app`), so each operation says so."""
+    missing = []
+    for name, operation in _operations(document):
+        if not name.split(" ", 1)[1].startswith("/api/") or name in CANNOT_FAIL:
+            continue
+        answer = operation["responses"].get("503", {})
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        header = answer.get("headers", {}).get("Retry-After", {})
+        if schema.get("$ref") != OUR_ERROR:
+            missing.append(f"{name}: 503 with the error shape")
+        if "database.unavailable" not in answer.get("description", ""):
+            missing.append(f"{name}: 503 saying the database may not answer")
+        if header.get("schema", {}).get("type") != "integer" or not header.get("description"):
+            missing.append(f"{name}: 503's Retry-After header (seconds)")
     assert not missing, _report(missing)
 
 

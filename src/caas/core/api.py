@@ -74,8 +74,26 @@ class ValidationErrorBody(BaseModel):
     details: Any | None = Field(default=None, description="Extra context, varies per code")
 
 
+def _retry_after(description: str) -> dict[str, Any]:
+    """The `Retry-After` header of an error answer, in the OpenAPI document."""
+    return {
+        "Retry-After": {
+            "description": description,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: each status documented with the error shape."""
+    """`responses=` for a route: each status documented with the error shape.
+
+    503 is documented on every route that uses this, asked for or not: any request that reads
+    the database can find it unavailable, or collide with another (`caas.app`'s
+    `database_error` answers both with `Retry-After`). A route that asks for 503 also calls a
+    system of its own that may be down."""
+    down = "The database does not answer (`database.unavailable`)"
+    if 503 in statuses:
+        down += ", or a system we depend on is unavailable (`upstream.unavailable`)"
     described = {
         401: "Not logged in, or the token is invalid",
         402: "The payment provider declined or failed",
@@ -83,13 +101,25 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found, or not yours to see",
         409: "Not allowed in the object's current state",
         422: "Invalid input: `field` names the field at fault",
-        429: "Too many attempts; try again later",
-        503: "A system we depend on is unavailable; retry later",
+        429: "Too many attempts; try again after `Retry-After` seconds",
+        503: f"{down}, or the request collided with another one (`database.conflict`); try "
+        "again after `Retry-After` seconds",
+    }
+    headers = {
+        429: _retry_after("Seconds until tries are accepted again"),
+        503: _retry_after(
+            "Seconds to wait before trying again (always sent with `database.unavailable` and "
+            "`database.conflict`)"
+        ),
     }
     responses: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
+    for status in sorted({*statuses, 503}):
         model = ValidationErrorBody if status == 422 else ErrorBody
-        responses[status] = {"model": model, "description": described[status]}
+        responses[status] = {
+            "model": model,
+            "description": described[status],
+            **({"headers": headers[status]} if status in headers else {}),
+        }
     return responses
 
 
