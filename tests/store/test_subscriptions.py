@@ -5,6 +5,7 @@ at the period's end and resumed; not renewed while the car is off its maintenanc
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.billing.models import Payment
+from caas.billing.provider import SandboxProvider
 from caas.catalog.models import Feature
 from caas.core.clock import FixedClock
 from caas.core.history import subject_history
@@ -162,6 +164,37 @@ def test_the_next_period_is_renewed_in_turn(
         run_all_due(settings, sessions, clock, db)
     assert [p.state for p in _renewals(db, owner)] == ["captured"] * 3
     assert len(_periods(db, subscription)) == 4
+
+
+def test_renewals_due_together_share_one_payment_provider_client(
+    db: Session,
+    owner: Owner,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    clock: FixedClock,
+    payment_sandbox: PaymentSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two subscriptions renewed by one worker: two payments, one client (a client per charge
+    cost more than the charge's round trips; the metered month learnt it first)."""
+    token = payment_sandbox.token(CARD_SUCCEEDS)
+    for code in ("power_boost", "winter_traction"):
+        monthly = offer(db, owner.vehicle, code, "subscription", "1M", net_minor=PRICE_MINOR)
+        subscription = subscribed(db, owner, monthly, token=token, clock=clock)
+    built: list[SandboxProvider] = []
+    make = SandboxProvider.__init__
+
+    def counted(client: SandboxProvider, *args: Any, **kwargs: Any) -> None:
+        built.append(client)
+        make(client, *args, **kwargs)
+
+    monkeypatch.setattr(SandboxProvider, "__init__", counted)
+
+    clock.set(subscription.current_period_end)
+    run_all_due(settings, sessions, clock, db)
+
+    assert [p.state for p in _renewals(db, owner)] == ["captured"] * 2
+    assert len(built) == 1
 
 
 def test_a_failed_renewal_is_retried_on_schedule_the_customer_told_then_it_lapses(

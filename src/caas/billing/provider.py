@@ -16,6 +16,7 @@ Failures come in two kinds, and the difference matters:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -274,3 +275,21 @@ class SandboxProvider:
                 provider_code=self._error_code(response),
             )
         return CardToken.model_validate_json(response.content)
+
+
+class SharedProvider:
+    """One `SandboxProvider` for every job of a set of worker handlers, made when first asked
+    for and kept open (its connections with it): building a client per payment cost more than
+    the payment's two round trips, its TLS context alone (measured on the monthly metered run).
+    httpx's client is thread-safe, so the relay's threads share it; the jobs never close it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: SandboxProvider | None = None
+        self._making = threading.Lock()
+
+    def __call__(self) -> SandboxProvider:
+        with self._making:
+            if self._client is None:
+                self._client = SandboxProvider.from_settings(self._settings)
+            return self._client

@@ -19,13 +19,12 @@ log = structlog.get_logger(__name__)
 
 
 def time_handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
-    """Renewals, occurrences and reminders (`subscriptions`, `schedules`, `reminders`)."""
-    from caas.billing.provider import SandboxProvider
+    """Renewals, occurrences and reminders (`subscriptions`, `schedules`, `reminders`); every
+    renewal's and occurrence's payment goes through one provider client."""
+    from caas.billing.provider import SharedProvider
     from caas.store import reminders, schedules, subscriptions
 
-    def provider() -> SandboxProvider:
-        return SandboxProvider.from_settings(settings)
-
+    provider = SharedProvider(settings)
     return {
         **subscriptions.handlers(provider, clock),
         **schedules.handlers(provider, clock),

@@ -29,7 +29,6 @@ paid, which switches them back on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,13 +47,13 @@ from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
 from caas.billing.models import Payment
-from caas.billing.provider import PaymentProvider, SandboxProvider
+from caas.billing.provider import PaymentProvider, SharedProvider
 from caas.catalog.models import Country, Feature
 from caas.core.clock import Clock
 from caas.core.history import Actor, record
 from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
 from caas.core.settings import Settings
-from caas.ota.service import request_configuration
+from caas.ota.service import lock_vehicle, request_configuration
 from caas.sales.models import Customer
 from caas.store import chains, entitlements
 from caas.store.models import Entitlement, Offer, Purchase
@@ -241,20 +240,19 @@ def enforce_caps(session: Session, vehicle_ids: Sequence[int], *, now: datetime)
     month has reached its cap; returns how many were switched off."""
     switched = 0
     for vehicle_id in vehicle_ids:
-        capped = list(
-            session.scalars(
-                select(Entitlement).where(
-                    Entitlement.vehicle_id == vehicle_id,
-                    Entitlement.source == "metered",
-                    Entitlement.state == "active",
-                    Entitlement.spending_cap_minor.is_not(None),
-                    Entitlement.valid_from <= now,
-                    or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
-                )
-            )
+        capped_rights = select(Entitlement).where(
+            Entitlement.vehicle_id == vehicle_id,
+            Entitlement.source == "metered",
+            Entitlement.state == "active",
+            Entitlement.spending_cap_minor.is_not(None),
+            Entitlement.valid_from <= now,
+            or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
         )
-        if not capped:
+        if session.scalar(capped_rights.with_only_columns(Entitlement.id).limit(1)) is None:
             continue
+        # The car's row before what it runs (`lock_vehicle`), then its rights read under it.
+        lock_vehicle(session, vehicle_id)
+        capped = list(session.scalars(capped_rights.execution_options(populate_existing=True)))
         vehicle = session.get_one(Vehicle, vehicle_id)
         reached = []
         for entitlement in capped:
@@ -706,6 +704,7 @@ def _pause_for_dunning(
 ) -> tuple[int, ...]:
     """Switch off the car's metered options (now and any window to come) until the month is
     paid: one new configuration, the customer told. Returns the entitlements ended."""
+    lock_vehicle(session, vehicle_id)  # the car's row before what it runs
     found = list(
         session.scalars(
             select(Entitlement).where(
@@ -742,6 +741,7 @@ def _pause_for_dunning(
 def _resume(session: Session, payment: Payment, *, dunning: Dunning, now: datetime) -> None:
     """The unpaid month is paid: the options paused for it on again from now (unless the car
     got them back meanwhile), one new configuration, the customer told."""
+    lock_vehicle(session, dunning.vehicle_id)  # the car's row before what it runs
     vehicle = session.get_one(Vehicle, dunning.vehicle_id)
     granted = 0
     for entitlement_id in dunning.paused:
@@ -859,16 +859,7 @@ def _queue(
 
 
 def handlers(settings: Settings, clock: Clock) -> dict[str, Handler]:
-    # One client for every settlement of these handlers (httpx's is thread-safe): making one
-    # per payment cost more than the payment's two round trips (its TLS context alone).
-    shared: list[SandboxProvider] = []
-    making = threading.Lock()
-
-    def provider() -> SandboxProvider:
-        with making:
-            if not shared:
-                shared.append(SandboxProvider.from_settings(settings))
-            return shared[0]
+    provider = SharedProvider(settings)  # one client for every settlement of these handlers
 
     def caps(session: Session, payload: dict[str, Any]) -> None:
         try:

@@ -43,7 +43,7 @@ from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
 from caas.billing.models import Payment
-from caas.billing.provider import PaymentProvider, SandboxProvider
+from caas.billing.provider import PaymentProvider
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, InvalidInput, NotFound
@@ -748,30 +748,29 @@ def refund_occurrence(
         )
 
 
-def handlers(provider_factory: Callable[[], SandboxProvider], clock: Clock) -> dict[str, Handler]:
-    """The occurrences' jobs; `provider_factory()` opens the payment provider."""
+def handlers(provider: Callable[[], PaymentProvider], clock: Clock) -> dict[str, Handler]:
+    """The occurrences' jobs; `provider()` is the payment provider's client they share (one
+    for every occurrence, never closed by a job: `caas.billing.provider.SharedProvider`)."""
 
     def start(session: Session, payload: dict[str, Any]) -> None:
         start_occurrence(session, occurrence_id=int(payload["occurrence_id"]), now=clock.now())
 
     def charge(session: Session, payload: dict[str, Any]) -> None:
-        with provider_factory() as provider:
-            charge_occurrence(
-                session,
-                occurrence_id=int(payload["occurrence_id"]),
-                provider=provider,
-                now=clock.now(),
-                card=payload.get("card"),
-            )
+        charge_occurrence(
+            session,
+            occurrence_id=int(payload["occurrence_id"]),
+            provider=provider(),
+            now=clock.now(),
+            card=payload.get("card"),
+        )
 
     def refund(session: Session, payload: dict[str, Any]) -> None:
-        with provider_factory() as provider:
-            refund_occurrence(
-                session,
-                occurrence_id=int(payload["occurrence_id"]),
-                provider=provider,
-                now=clock.now(),
-            )
+        refund_occurrence(
+            session,
+            occurrence_id=int(payload["occurrence_id"]),
+            provider=provider(),
+            now=clock.now(),
+        )
 
     return {START_TOPIC: start, CHARGE_TOPIC: charge, REFUND_TOPIC: refund}
 

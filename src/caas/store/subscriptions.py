@@ -40,7 +40,7 @@ from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
 from caas.billing.models import Payment
-from caas.billing.provider import PaymentProvider, SandboxProvider
+from caas.billing.provider import PaymentProvider
 from caas.catalog.models import Feature
 from caas.core.clock import Clock
 from caas.core.errors import Conflict, NotFound
@@ -601,8 +601,9 @@ def follow_payment_method(
 # --- the jobs ------------------------------------------------------------------------------
 
 
-def handlers(provider_factory: Callable[[], SandboxProvider], clock: Clock) -> dict[str, Handler]:
-    """The renewal's two jobs; `provider_factory()` opens the payment provider."""
+def handlers(provider: Callable[[], PaymentProvider], clock: Clock) -> dict[str, Handler]:
+    """The renewal's two jobs; `provider()` is the payment provider's client they share (one
+    for every renewal, never closed by a job: `caas.billing.provider.SharedProvider`)."""
 
     def renew(session: Session, payload: dict[str, Any]) -> None:
         attempt_renewal(
@@ -614,16 +615,15 @@ def handlers(provider_factory: Callable[[], SandboxProvider], clock: Clock) -> d
         )
 
     def charge(session: Session, payload: dict[str, Any]) -> None:
-        with provider_factory() as provider:
-            charge_renewal(
-                session,
-                subscription_id=int(payload["subscription_id"]),
-                payment_id=int(payload["payment_id"]),
-                period_end=datetime.fromisoformat(payload["period_end"]),
-                attempt=int(payload["attempt"]),
-                provider=provider,
-                now=clock.now(),
-                card=payload.get("card"),
-            )
+        charge_renewal(
+            session,
+            subscription_id=int(payload["subscription_id"]),
+            payment_id=int(payload["payment_id"]),
+            period_end=datetime.fromisoformat(payload["period_end"]),
+            attempt=int(payload["attempt"]),
+            provider=provider(),
+            now=clock.now(),
+            card=payload.get("card"),
+        )
 
     return {RENEW_TOPIC: renew, CHARGE_TOPIC: charge}
