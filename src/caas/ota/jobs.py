@@ -28,7 +28,9 @@ def publish_configuration(
     resend_after: timedelta,
 ) -> None:
     """Publish the version on its car's desired topic, retained with QoS 1, unless the car has
-    answered it or a newer version replaced it meanwhile, and queue the next re-send.
+    answered it or a newer version replaced it meanwhile, and queue the next re-send. A
+    manifest too large for the broker's packet limit is given up (`publication_refused`)
+    rather than retried forever.
 
     The publication is noted (and the re-send queued) before the broker is asked, in the same
     transaction, which a failed publication rolls back: once the broker has acknowledged, only
@@ -41,11 +43,17 @@ def publish_configuration(
     version, vin = found
     if publisher is None:
         raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
+    payload_bytes = service.manifest_payload(version)
+    size = service.packet_size(vin, version.manifest)
+    if not service.fits_in_a_packet(size):
+        # The broker would refuse it at every attempt: given up, not retried.
+        service.publication_refused(session, version, size=size, now=clock.now())
+        return
     service.published(session, version, now=clock.now(), resend_after=resend_after)
     session.flush()
     kill_point("ota.publish", vin)
     try:
-        publisher.publish_desired(vin, service.manifest_payload(version))
+        publisher.publish_desired(vin, payload_bytes)
     except PublishFailed as error:
         raise RetryLater(f"broker: {error}") from error
     log.info("ota.published", vin=vin, version=version.version, times=version.publish_count)

@@ -100,8 +100,11 @@ def resign_batch(
     """One batch of a fleet re-sign: the next `batch` delivered cars in service (by id, after
     the payload's `after`) each get a newly signed version of the push, and the next batch is
     queued while cars remain. A car that already has a version of this push (a batch delivered
-    twice) is skipped. Returns how many cars were signed."""
-    from caas.ota.service import request_configuration
+    twice) is skipped, and so is a car whose manifest would not fit in one MQTT packet (kept
+    in the push's history): one such car must not hold back the rest of the fleet, and
+    `request_configuration` refuses it before writing anything. Returns how many cars were
+    signed."""
+    from caas.ota.service import ConfigurationTooLarge, request_configuration
 
     push = session.get(ConfigurationPush, int(payload["push_id"]))
     if push is None:
@@ -123,13 +126,39 @@ def resign_batch(
             .limit(batch)
         )
     )
+    signed = 0
     for vehicle in vehicles:
-        request_configuration(
-            session, vehicle, reason="fleet re-sign", actor=actor, now=now, push=push
-        )
+        try:
+            request_configuration(
+                session, vehicle, reason="fleet re-sign", actor=actor, now=now, push=push
+            )
+        except ConfigurationTooLarge as refused:
+            _car_left_out(session, push, vehicle, refused, actor=actor, now=now)
+        else:
+            signed += 1
     if len(vehicles) == batch:
         _queue_resign(session, push, actor=actor, after=vehicles[-1].id, now=now)
-    return len(vehicles)
+    return signed
+
+
+def _car_left_out(
+    session: Session,
+    push: ConfigurationPush,
+    vehicle: Vehicle,
+    refused: Exception,
+    *,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    record(
+        session,
+        at=now,
+        actor=actor,
+        subject_type=SUBJECT,
+        subject_id=push.id,
+        event="configuration_push.car_left_out",
+        details={"vin": vehicle.vin, "reason": str(refused)},
+    )
 
 
 @dataclass(frozen=True)

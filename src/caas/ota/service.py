@@ -11,7 +11,6 @@ re-sends it while the car stays silent; the car's `Reported` answer settles it
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -22,11 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from caas.catalog import service as catalog
-from caas.core.errors import Conflict
+from caas.core.errors import Conflict, InvalidInput
 from caas.core.history import Actor, record
 from caas.core.live import announce, vehicle_subjects
 from caas.core.outbox import cancel, enqueue
 from caas.core.settings import Settings, get_settings
+from caas.iot import rules as broker_rules
 from caas.ota.keys import SigningMaterial, ensure_demo_keys, load_signing_material
 from caas.ota.models import ConfigurationPush, ConfigurationVersion
 from caas.ota.rules import (
@@ -39,7 +39,12 @@ from caas.ota.rules import (
     questions_authenticity,
     state_after_report,
 )
-from caas.protocol.manifest import ManifestRejected, verify_manifest
+from caas.protocol.manifest import (
+    ManifestRejected,
+    encode_for_wire,
+    publish_packet_size,
+    verify_manifest,
+)
 from caas.protocol.mqtt import (
     FeatureState,
     ManifestBody,
@@ -47,6 +52,7 @@ from caas.protocol.mqtt import (
     Reported,
     SignedManifest,
     SoftwareOrder,
+    desired_topic,
 )
 from caas.vehicles.keys import active_phone_keys
 from caas.vehicles.models import Vehicle
@@ -58,6 +64,16 @@ CLEAR_TOPIC: Final = "ota.clear"
 SUBJECT: Final = "vehicle"
 # A re-send waits twice as long as the one before, up to this.
 LONGEST_RESEND_WAIT: Final = timedelta(hours=1)
+# The car's `report_reason` of a version the platform gave up publishing: its manifest does not
+# fit in one packet the broker takes (`publish_configuration`).
+TOO_LARGE: Final = "manifest_too_large"
+
+
+class ConfigurationTooLarge(Conflict):
+    """The car's signed manifest would not fit in one MQTT packet the broker takes
+    (`caas.iot.rules.MAX_PACKET_SIZE`): the broker would refuse every publication of it."""
+
+    code = "configuration.too_large"
 
 
 # --- signing material -------------------------------------------------------------------------
@@ -191,6 +207,8 @@ def request_configuration(
         software=software_update(session, vehicle),
     )
     signed = signing_material().sign(body)
+    manifest = signed.model_dump(mode="json")
+    _refuse_what_does_not_fit(vehicle, manifest, messages=messages)
     for older in session.scalars(
         select(ConfigurationVersion).where(
             ConfigurationVersion.vehicle_id == vehicle.id,
@@ -203,7 +221,7 @@ def request_configuration(
         vehicle_id=vehicle.id,
         version=body.version,
         body=body.model_dump(mode="json"),
-        manifest=signed.model_dump(mode="json"),
+        manifest=manifest,
         reason=reason[:80],
         state="pending",
         created_at=now,
@@ -236,6 +254,60 @@ def request_configuration(
         now=now,
     )
     return version
+
+
+def packet_size(vin: str, manifest: dict[str, Any]) -> int:
+    """The bytes of the MQTT packet that publishes `manifest` (a `SignedManifest` as JSON data)
+    on the car's desired topic."""
+    return publish_packet_size(desired_topic(vin), len(encode_for_wire(manifest)))
+
+
+def fits_in_a_packet(size: int) -> bool:
+    """Whether a packet of `size` bytes is one the broker takes (the limit read at each call,
+    so a lowered limit counts at once)."""
+    return size <= broker_rules.MAX_PACKET_SIZE
+
+
+def _refuse_what_does_not_fit(
+    vehicle: Vehicle, manifest: dict[str, Any], *, messages: Sequence[str]
+) -> None:
+    """Raise before anything of the version is written when its manifest would not fit in
+    one packet: InvalidInput on `messages` when the caller's messages alone make the
+    difference (a person's text), else ConfigurationTooLarge (the car's configuration itself,
+    such as the catalog's parameters of its features, is too large)."""
+    size = packet_size(vehicle.vin, manifest)
+    if fits_in_a_packet(size):
+        return
+    limit = broker_rules.MAX_PACKET_SIZE
+    log.error("ota.manifest_too_large", vin=vehicle.vin, size=size, limit=limit)
+    if messages:
+        body = manifest["body"]
+        without = {**manifest, "body": {**body, "messages": body["messages"][len(messages) :]}}
+        if fits_in_a_packet(packet_size(vehicle.vin, without)):
+            raise InvalidInput(
+                f"these messages make the car's signed configuration {size} bytes, more "
+                f"than the {limit} bytes one MQTT message may carry: shorten them",
+                field="messages",
+                code="configuration.messages_too_long",
+                size=size,
+                limit=limit,
+            )
+    raise ConfigurationTooLarge(
+        f"the signed configuration of {vehicle.vin} would be {size} bytes, more than the "
+        f"{limit} bytes one MQTT message may carry: the broker would refuse it",
+        size=size,
+        limit=limit,
+        parts=_part_sizes(manifest["body"]),
+    )
+
+
+def _part_sizes(body: dict[str, Any]) -> dict[str, int]:
+    """Bytes of each list of the manifest's body, largest first: where to look."""
+    parts = {
+        name: len(encode_for_wire({name: body.get(name)}))
+        for name in ("features", "phone_keys", "messages", "software")
+    }
+    return dict(sorted(parts.items(), key=lambda item: -item[1]))
 
 
 def retire(session: Session, vehicle: Vehicle, *, actor: Actor, now: datetime) -> None:
@@ -503,7 +575,38 @@ def version_to_publish(
 
 def manifest_payload(version: ConfigurationVersion) -> bytes:
     """The `SignedManifest` as published on the car's desired topic."""
-    return json.dumps(version.manifest, separators=(",", ":"), ensure_ascii=False).encode()
+    return encode_for_wire(version.manifest)
+
+
+def publication_refused(
+    session: Session, version: ConfigurationVersion, *, size: int, now: datetime
+) -> None:
+    """The version's manifest does not fit in one packet the broker takes (the limit was
+    lowered after it was signed): the broker would refuse every publication of it, so it is
+    given up, as rejected by the platform (`TOO_LARGE`), never re-sent. The car keeps the
+    version it runs; purchases this version carried are settled by their deadline (refunded),
+    as for a car that stays silent."""
+    vehicle = session.get_one(Vehicle, version.vehicle_id)
+    limit = broker_rules.MAX_PACKET_SIZE
+    version.report_reason = TOO_LARGE
+    _move(
+        session,
+        vehicle,
+        version,
+        "rejected",
+        actor=Actor.system("ota"),
+        now=now,
+        details={"reason": TOO_LARGE, "size": size, "limit": limit},
+    )
+    announce(session, *vehicle_subjects(vehicle.id, version.push_id))
+    log.error(
+        "ota.publication_refused",
+        vin=vehicle.vin,
+        version=version.version,
+        reason=TOO_LARGE,
+        size=size,
+        limit=limit,
+    )
 
 
 def resend_wait(first: timedelta, publish_count: int) -> timedelta:

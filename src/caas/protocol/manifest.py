@@ -295,6 +295,31 @@ def verify_manifest(
     return body
 
 
+# --- size on the wire ----------------------------------------------------------------------
+
+
+def encode_for_wire(manifest: SignedManifest | Mapping[str, Any]) -> bytes:
+    """The bytes published on the car's desired topic: the `SignedManifest` as compact UTF-8
+    JSON (no whitespace, non-ASCII characters as themselves). Not the canonical encoding: the
+    car re-encodes what it parsed to check the signature."""
+    plain = manifest.model_dump(mode="json") if isinstance(manifest, SignedManifest) else manifest
+    return json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def publish_packet_size(topic: str, payload_size: int) -> int:
+    """The bytes of the MQTT PUBLISH packet (QoS 1) that carries `payload_size` bytes on
+    `topic`: what a broker's packet limit (Mosquitto's `max_packet_size`) is compared with.
+
+    Fixed header (type, then the remaining length in 1 to 4 bytes), topic (2-byte length and
+    its UTF-8 bytes), packet identifier (2 bytes), then the payload; plus one byte for MQTT 5's
+    properties (empty), so the size holds whichever version the car speaks."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + payload_size
+    length_bytes = 1
+    while remaining >= 128**length_bytes:
+        length_bytes += 1
+    return 1 + length_bytes + remaining
+
+
 # --- software releases ----------------------------------------------------------------------
 
 
