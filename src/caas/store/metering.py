@@ -53,7 +53,7 @@ from caas.core.clock import Clock
 from caas.core.history import Actor, record
 from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
 from caas.core.settings import Settings
-from caas.ota.service import request_configuration
+from caas.ota.service import lock_vehicle, request_configuration
 from caas.sales.models import Customer
 from caas.store import chains, entitlements
 from caas.store.models import Entitlement, Offer, Purchase
@@ -240,20 +240,19 @@ def enforce_caps(session: Session, vehicle_ids: Sequence[int], *, now: datetime)
     month has reached its cap; returns how many were switched off."""
     switched = 0
     for vehicle_id in vehicle_ids:
-        capped = list(
-            session.scalars(
-                select(Entitlement).where(
-                    Entitlement.vehicle_id == vehicle_id,
-                    Entitlement.source == "metered",
-                    Entitlement.state == "active",
-                    Entitlement.spending_cap_minor.is_not(None),
-                    Entitlement.valid_from <= now,
-                    or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
-                )
-            )
+        capped_rights = select(Entitlement).where(
+            Entitlement.vehicle_id == vehicle_id,
+            Entitlement.source == "metered",
+            Entitlement.state == "active",
+            Entitlement.spending_cap_minor.is_not(None),
+            Entitlement.valid_from <= now,
+            or_(Entitlement.valid_until.is_(None), Entitlement.valid_until > now),
         )
-        if not capped:
+        if session.scalar(capped_rights.with_only_columns(Entitlement.id).limit(1)) is None:
             continue
+        # The car's row before what it runs (`lock_vehicle`), then its rights read under it.
+        lock_vehicle(session, vehicle_id)
+        capped = list(session.scalars(capped_rights.execution_options(populate_existing=True)))
         vehicle = session.get_one(Vehicle, vehicle_id)
         reached = []
         for entitlement in capped:
@@ -705,6 +704,7 @@ def _pause_for_dunning(
 ) -> tuple[int, ...]:
     """Switch off the car's metered options (now and any window to come) until the month is
     paid: one new configuration, the customer told. Returns the entitlements ended."""
+    lock_vehicle(session, vehicle_id)  # the car's row before what it runs
     found = list(
         session.scalars(
             select(Entitlement).where(
@@ -741,6 +741,7 @@ def _pause_for_dunning(
 def _resume(session: Session, payment: Payment, *, dunning: Dunning, now: datetime) -> None:
     """The unpaid month is paid: the options paused for it on again from now (unless the car
     got them back meanwhile), one new configuration, the customer told."""
+    lock_vehicle(session, dunning.vehicle_id)  # the car's row before what it runs
     vehicle = session.get_one(Vehicle, dunning.vehicle_id)
     granted = 0
     for entitlement_id in dunning.paused:
