@@ -203,9 +203,22 @@ def api(
     with _startup_checks():
         runtime = Runtime.connect(settings)
     try:
-        uvicorn.run(runtime.create_app(), host=host, port=port, log_config=None)
+        uvicorn.run(runtime.create_app(), **api_server_options(host, port, settings))
     finally:
         runtime.close()
+
+
+def api_server_options(host: str, port: int, settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for `caas api`. The client's address is the connection's, or the one
+    a proxy of `CAAS_TRUSTED_PROXIES` forwards, never what anyone else's `X-Forwarded-For`
+    claims (local callers' included, which uvicorn believes by default): the login and
+    activation limits count it."""
+    return {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+    }
 
 
 @app.command()

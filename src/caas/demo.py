@@ -205,7 +205,7 @@ def run_demo(options: DemoOptions, console: Console, progress: Console) -> None:
             print_welcome(console, urls, logins, data_dir)
             customers.start()
 
-        servers = {name: (_server_for(app), sockets[name]) for name, app in apps.items()}
+        servers = {name: (_server_for(app, settings), sockets[name]) for name, app in apps.items()}
         try:
             asyncio.run(_serve(servers, on_ready=ready, on_stop=customers.stop))
         except SystemExit:  # uvicorn exits this way when an app's startup fails
@@ -550,13 +550,16 @@ def _build_apps(
     return apps, catcher, cars
 
 
-def _server_for(app: FastAPI) -> DemoServer:
+def _server_for(app: FastAPI, settings: Settings) -> DemoServer:
+    """A server of the demo; like `caas api`, it believes forwarded addresses only from the
+    proxies of `CAAS_TRUSTED_PROXIES` (none by default)."""
     config = uvicorn.Config(
         app,
         log_config=None,
         lifespan="auto",
         timeout_graceful_shutdown=3,
         server_header=False,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return DemoServer(config)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_SECRET = "demo-secret-change-me"
@@ -69,6 +70,12 @@ class Settings(BaseSettings):
     activation_token_hours: int = 72
     login_max_failures: int = 5
     login_window_minutes: int = 15
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) of the reverse proxies in "
+        "front of `caas api`, whose `X-Forwarded-For` (the client's address, which the login and "
+        "activation limits count) and `X-Forwarded-Proto` are believed; empty: nobody's are",
+    )
     session_cookie_secure: bool | None = Field(
         default=None,
         description="Send the session cookie over HTTPS only; on by default outside demo/tests",
@@ -93,6 +100,20 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         default=2, ge=1, le=64, description="Threads delivering the outbox in each worker"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        """Each an IP address or network: uvicorn would take anything else (`*` included, which
+        believes any caller) as a name it never matches, or as trusting everyone."""
+        for item in _items(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (such as 10.0.0.0/8)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -120,6 +141,13 @@ class Settings(BaseSettings):
         return self.env not in ("demo", "test")
 
     @property
+    def forwarded_allow_ips(self) -> list[str]:
+        """The proxies whose forwarded headers uvicorn believes (its `forwarded_allow_ips`): an
+        empty list believes nobody's, where uvicorn by itself believes 127.0.0.1's, so anything
+        running on the machine could claim any address."""
+        return _items(self.trusted_proxies)
+
+    @property
     def ota_keys_path(self) -> Path:
         """Where the platform loads its manifest signing material from."""
         return self.ota_keys_dir if self.ota_keys_dir is not None else self.data_dir / "keys"
@@ -128,6 +156,10 @@ class Settings(BaseSettings):
     def browser_payment_url(self) -> str:
         """Where the customer's browser reaches the payment provider to tokenise a card."""
         return self.payment_public_url or self.payment_url
+
+
+def _items(comma_separated: str) -> list[str]:
+    return [item.strip() for item in comma_separated.split(",") if item.strip()]
 
 
 @lru_cache
