@@ -23,7 +23,8 @@ TELEMETRY_KEYS = ("stored_per_s", "baseline_per_s", "ratio", "offered", "stored"
 API_KEYS: tuple[str, ...] = ("purchases_per_s", "p50_ms", "p95_ms", "p99_ms", "baseline_per_s")
 API_KEYS += ("baseline_p50_ms", "baseline_p95_ms", "baseline_p99_ms", "ratio", "seconds")
 MEMORY_KEYS: tuple[str, ...] = ("baseline_rss_mb", "peak_rss_mb", "rss_mb", "hwm_rss_mb", "ratio")
-MEMORY_KEYS += ("mb_per_1000_cars", "connect_seconds", "cars_process_rss_mb")
+MEMORY_KEYS += ("mb_per_1000_cars", "connect_seconds", "cars_process_rss_mb", "telemetry_sent")
+MEMORY_KEYS += ("telemetry_stored",)
 RUNS = {
     "ota": ("ota", "--cars", "3", "--changes", "5", "--json"),
     "telemetry": ("telemetry", "--cars", "3", "--seconds", "1", "--json"),
@@ -135,3 +136,4 @@ def test_memory_bench_prints_the_workers_peak_beside_its_idle_memory(runs: Runs)
     ratio = result["peak_rss_mb"] / result["baseline_rss_mb"]
     assert result["ratio"] == pytest.approx(ratio, abs=0.01)
     assert result["connect_seconds"] > 0 and result["cars_process_rss_mb"] > 0
+    assert 0 < result["telemetry_stored"] <= result["telemetry_sent"]

@@ -9,9 +9,9 @@
 - the worker as `caas worker` builds it (`caas.worker.build_worker`): relay threads woken by
   NOTIFY, the express relay of `ota.publish`, the MQTT bridge; the bridge's sinks are wrapped
   so the benchmark sees when each report and batch is stored (after its commit);
-- cars as the factory makes them (`add_cars`): the car's record, broker credentials delivered
-  by the worker, configuration version 1; and their agents in a process of their own
-  (`start_cars`, see `caas.bench.cars`).
+- cars as the factory makes them (`add_cars`): the car's record, broker credentials (loaded
+  into the run's own Mosquitto at once, else delivered by the worker), configuration version
+  1; and their agents in a process of their own (`start_cars`, see `caas.bench.cars`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -45,13 +46,14 @@ from caas.bench.cars import LINE_PREFIX
 from caas.catalog.models import Platform
 from caas.core.clock import SystemClock
 from caas.core.db import make_engine, make_session_factory, normalise_url, unit_of_work
-from caas.core.history import Actor
+from caas.core.history import Actor, record
 from caas.core.migrate import upgrade
 from caas.core.settings import Settings
 from caas.iot.bridge import Sinks
 from caas.iot.broker import BrokerAddress
-from caas.iot.local import start_local_broker
+from caas.iot.local import LocalBroker, start_local_broker
 from caas.iot.models import BrokerCredential
+from caas.iot.passwords import hash_password, new_password
 from caas.iot.service import provision_car
 from caas.ota import service as ota
 from caas.ota.keys import SigningMaterial, ensure_demo_keys
@@ -71,6 +73,7 @@ SOFTWARE = "7.2.0"
 # Setting up cars waits for the worker and the cars as long as they make progress, and gives up
 # after this long without any (ten thousand cars take many minutes on a busy machine).
 WAIT_SECONDS = 120.0
+CHUNK = 500  # cars made in one transaction
 
 Progress = Callable[[str], None]
 
@@ -91,7 +94,7 @@ class Stored:
     """When the worker's bridge stored what the cars sent (perf_counter, after the commit)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Condition()
+        self.lock = threading.Lock()
         self.applied: dict[tuple[str, int], float] = {}
         self.telemetry_batches: list[tuple[float, int]] = []
 
@@ -113,20 +116,25 @@ class Stored:
     def _applied(self, key: tuple[str, int]) -> None:
         with self.lock:
             self.applied.setdefault(key, time.perf_counter())
-            self.lock.notify_all()
 
     def _batch(self, size: int) -> None:
         with self.lock:
             self.telemetry_batches.append((time.perf_counter(), size))
 
     def wait_applied(self, keys: list[tuple[str, int]], timeout: float) -> bool:
-        """Until every (VIN, version) of `keys` is stored as applied, or `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            return self.lock.wait_for(
-                lambda: all(key in self.applied for key in keys),
-                timeout=max(0.0, deadline - time.monotonic()),
-            )
+        """Until every (VIN, version) of `keys` is stored as applied, or `timeout` seconds pass
+        without one more stored (a fleet of ten thousand takes minutes, in steady progress).
+        The times are taken as each is stored (`_applied`), not when this notices them."""
+        missing, deadline = set(keys), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                still = {key for key in missing if key not in self.applied}
+            if not still:
+                return True
+            if len(still) < len(missing):
+                missing, deadline = still, time.monotonic() + timeout
+            time.sleep(0.05)  # watching the worker's threads, not a schedule
+        return False
 
 
 @dataclass
@@ -198,6 +206,7 @@ class BenchPlatform:
     signing: SigningMaterial
     stored: Stored = field(default_factory=Stored)
     worker: Worker | None = None
+    local: LocalBroker | None = None  # the broker started for this run (None when given)
     cars: list[BenchCar] = field(default_factory=list)
     _cars_process: CarsProcess | None = None
     _workdir: Path | None = None
@@ -215,6 +224,7 @@ class BenchPlatform:
             progress("migrating the scratch database")
             upgrade(database_url)
             progress("starting the MQTT broker")
+            local: LocalBroker | None = None
             if settings.mqtt_url is not None:
                 mqtt_url, kind = settings.mqtt_url, "given"
                 admin = (settings.mqtt_admin_username, settings.mqtt_admin_password)
@@ -245,6 +255,7 @@ class BenchPlatform:
                 broker=BrokerAddress.from_url(mqtt_url),
                 broker_kind=kind,
                 signing=signing,
+                local=local,
                 _workdir=workdir,
             )
             stack.callback(platform.stop)
@@ -280,33 +291,75 @@ class BenchPlatform:
     # --- cars ---------------------------------------------------------------------------------
 
     def add_cars(self, count: int, progress: Progress = _quiet) -> list[BenchCar]:
-        """`count` cars as the factory builds them, with broker credentials the worker has
-        delivered and configuration version 1."""
-        cars: list[BenchCar] = []
-        now = SystemClock().now()
+        """`count` cars as the factory builds them: the car's record, its broker credentials,
+        configuration version 1 signed and queued for the worker to publish.
+
+        On the private Mosquitto of the run the broker accounts are loaded all at once
+        (`LocalBroker.load_cars`: the worker is stopped, the broker restarted with them), as
+        its plugin's API takes minutes for thousands of cars; on any other broker the worker
+        delivers each account, as in production, and this waits for it."""
         serial = secrets.randbelow(900_000)
-        with unit_of_work(self.sessions) as session:
-            platform_id = session.scalars(
-                select(Platform.id).where(Platform.code == PLATFORM)
-            ).one()
-            for number in range(count):
-                private_key = Ed25519PrivateKey.generate()
-                vin = make_vin("VCB", "AURA0", model_year_code(2026), "B", serial + number)
-                vehicle = Vehicle(
-                    vin=vin,
-                    platform_id=platform_id,
-                    public_key=public_key_b64(private_key),
-                    software_version=SOFTWARE,
-                    built_at=now,
-                    delivered_at=now,
-                )
-                session.add(vehicle)
-                session.flush()
+        made = [
+            (
+                make_vin("VCB", "AURA0", model_year_code(2026), "B", serial + number),
+                new_password(),
+                Ed25519PrivateKey.generate(),
+            )
+            for number in range(count)
+        ]
+        loaded = self._load_accounts([(vin, password) for vin, password, _ in made], progress)
+        cars: list[BenchCar] = []
+        for start in range(0, count, CHUNK):
+            with unit_of_work(self.sessions) as session:
+                cars += self._records(session, made[start : start + CHUNK], delivered=loaded)
+            progress(f"made {len(cars):,} of {count:,} cars")
+        if not loaded:
+            self._wait_for_accounts([car.vin for car in cars], progress)
+        self.cars.extend(cars)
+        return cars
+
+    def _load_accounts(self, accounts: list[tuple[str, str]], progress: Progress) -> bool:
+        """The cars' accounts loaded into the run's own Mosquitto at once; False when the
+        broker is not one (the worker then delivers them)."""
+        if self.local is None or self.local.kind != "mosquitto":
+            return False
+        progress(f"loading {len(accounts):,} car accounts into the broker")
+        self.stop_worker()
+        self.local.load_cars(accounts)
+        self.start_worker()
+        return True
+
+    def _records(
+        self, session: Session, made: list[tuple[str, str, Ed25519PrivateKey]], *, delivered: bool
+    ) -> list[BenchCar]:
+        now = SystemClock().now()
+        platform_id = session.scalars(select(Platform.id).where(Platform.code == PLATFORM)).one()
+        hashes: list[str | None] = [None] * len(made)
+        if delivered:
+            with ThreadPoolExecutor() as pool:  # scrypt frees the GIL
+                hashes = list(pool.map(hash_password, [password for _, password, _ in made]))
+        cars: list[BenchCar] = []
+        for (vin, password, private_key), password_hash in zip(made, hashes, strict=True):
+            vehicle = Vehicle(
+                vin=vin,
+                platform_id=platform_id,
+                public_key=public_key_b64(private_key),
+                software_version=SOFTWARE,
+                built_at=now,
+                delivered_at=now,
+            )
+            session.add(vehicle)
+            session.flush()
+            if password_hash is not None:
+                _loaded_credential(session, vin, password_hash, now)
+            else:
                 password = provision_car(session, vin=vin, now=now, settings=self.settings)
-                ota.request_configuration(session, vehicle, reason="bench", actor=ACTOR, now=now)
-                cars.append(BenchCar(vehicle.id, vin, password, private_key))
-        progress(f"waiting for the broker to know {count} cars")
-        vins = [car.vin for car in cars]
+            ota.request_configuration(session, vehicle, reason="bench", actor=ACTOR, now=now)
+            cars.append(BenchCar(vehicle.id, vin, password, private_key))
+        return cars
+
+    def _wait_for_accounts(self, vins: list[str], progress: Progress) -> None:
+        progress(f"waiting for the broker to know {len(vins):,} cars")
         self._wait(
             lambda session: (
                 session.scalar(
@@ -319,8 +372,6 @@ class BenchPlatform:
             what="broker credentials",
             progress=progress,
         )
-        self.cars.extend(cars)
-        return cars
 
     def _wait(
         self, remaining: Callable[[Session], int], *, what: str, progress: Progress = _quiet
@@ -384,6 +435,25 @@ class BenchPlatform:
     @property
     def broker_url(self) -> str:
         return f"mqtt://{self.broker.host}:{self.broker.port}"
+
+
+def _loaded_credential(session: Session, vin: str, password_hash: str, now: datetime) -> None:
+    """The car's credentials as `caas.iot.service.provision_car` issues them, already on the
+    broker (`LocalBroker.load_cars`): only the hash, nothing left for the worker to deliver."""
+    credential = BrokerCredential(
+        vin=vin, password_hash=password_hash, generation=1, created_at=now, delivered_at=now
+    )
+    session.add(credential)
+    session.flush()
+    record(
+        session,
+        at=now,
+        actor=ACTOR,
+        subject_type="broker_credential",
+        subject_id=credential.id,
+        event="car.broker_credentials_issued",
+        details={"vin": vin, "loaded": True},
+    )
 
 
 def _embedded_postgres(settings: Settings, stack: contextlib.ExitStack) -> str:

@@ -71,6 +71,8 @@ class MemoryResult:
     mb_per_1000_cars: float
     connect_seconds: float
     cars_process_rss_mb: float
+    telemetry_sent: int
+    telemetry_stored: int
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,8 +198,9 @@ def run(
                 connected = time.perf_counter() - started
                 progress(f"{cars:,} cars sending telemetry once a second for {seconds:g} s")
                 cars_process.send(command="telemetry", seconds=seconds, rate=1.0)
-                cars_process.expect("telemetry", timeout=seconds + 120)
+                sent = cars_process.expect("telemetry", timeout=seconds + 120)["sent"]
                 _until_stored(platform)
+                stored = _rows(platform)
             measured = memory_of(worker.pid)
             cars_rss = memory_of(cars_process.process.pid)["VmHWM"]
         broker = platform.broker_kind
@@ -214,4 +217,6 @@ def run(
         mb_per_1000_cars=round((peak - baseline) / cars * 1000, 2),
         connect_seconds=round(connected, 1),
         cars_process_rss_mb=round(cars_rss, 1),
+        telemetry_sent=int(sent),
+        telemetry_stored=stored,
     )

@@ -202,6 +202,11 @@ def memory_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("ratio", f"{result['ratio']:g}x", "peak / baseline"),
         ("per 1,000 cars", f"{result['mb_per_1000_cars']:,.2f} MB", "(peak - baseline) / cars"),
         (
+            "telemetry",
+            f"{result['telemetry_stored']:,} stored",
+            f"of {result['telemetry_sent']:,} samples the cars sent",
+        ),
+        (
             "VmHWM / RSS at the end",
             f"{result['hwm_rss_mb']:,.1f} / {result['rss_mb']:,.1f} MB",
             f"the kernel's peak (start-up included); the cars' process "

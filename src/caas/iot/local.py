@@ -17,7 +17,7 @@ from urllib.parse import quote
 from caas.core.settings import Settings
 from caas.iot.broker import BrokerAddress, BrokerAdmin, BrokerAdminError, DynsecAdmin
 from caas.iot.embedded import CredentialStore, EmbeddedBroker
-from caas.iot.mosquitto import PrivateMosquitto
+from caas.iot.mosquitto import PrivateMosquitto, write_car_accounts
 from caas.iot.mosquitto import available as mosquitto_available
 from caas.iot.passwords import new_password
 from caas.iot.rules import platform_permissions
@@ -73,6 +73,21 @@ class LocalBroker:
         password = password or new_password()
         self.admin().add_car(vin, password)
         return password
+
+    def load_cars(self, cars: list[tuple[str, str]]) -> bool:
+        """Give many cars, `(vin, password)`, their accounts at once: a private Mosquitto is
+        stopped, the accounts written in its plugin's file, and started again on the same port
+        (clients connected meanwhile are cut and reconnect). False, with nothing done, for the
+        embedded broker: its caller adds the cars one by one."""
+        if self._mosquitto is None:
+            return False
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        self._mosquitto.stop()
+        write_car_accounts(self._mosquitto.dynsec_path, cars)
+        self._mosquitto.restart()
+        return True
 
     def stop(self) -> None:
         if self._admin is not None:
