@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from caas.bench.harness import _embedded_postgres, scratch_database
@@ -130,27 +131,35 @@ def _load(
     session.add(SweepCursor(name=sweep.CURSOR, swept_until=DAY_START, runs=0))
 
 
+_STARTED = "caas.bench.statement_started"
+
+
 class StatementClock:
-    """Counts the SQL statements an engine runs and the time spent waiting for them."""
+    """Counts the SQL statements an engine runs and the time spent waiting for them.
+
+    Safe with several threads on the engine (the invoicing bench's relay threads): each
+    statement's start is kept on its own cursor's connection, and the sums under a lock."""
 
     def __init__(self, engine: Engine) -> None:
         self.count = 0
         self.seconds = 0.0
         self.by_kind: dict[str, list[float]] = {}  # statement's start -> [count, seconds]
-        self._started: list[float] = []
+        self._lock = threading.Lock()
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
-    def _before(self, *_: Any) -> None:
-        self._started.append(time.perf_counter())
+    def _before(self, connection: Connection, *_: Any) -> None:
+        connection.info[_STARTED] = time.perf_counter()
 
-    def _after(self, _connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        took = time.perf_counter() - self._started.pop()
-        self.count += 1
-        self.seconds += took
-        kind = self.by_kind.setdefault(" ".join(statement.split())[:70], [0, 0.0])
-        kind[0] += 1
-        kind[1] += took
+    def _after(self, connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        took = time.perf_counter() - connection.info.pop(_STARTED)
+        kind_of = " ".join(statement.split())[:70]
+        with self._lock:
+            self.count += 1
+            self.seconds += took
+            kind = self.by_kind.setdefault(kind_of, [0, 0.0])
+            kind[0] += 1
+            kind[1] += took
 
     def slowest(self, count: int = 6) -> list[str]:
         """The statements that took the most time altogether, as lines to print."""
