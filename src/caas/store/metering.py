@@ -23,8 +23,12 @@ Two outbox chains, built like the reminders (`caas.store.reminders`):
 A declined month goes through dunning (`store.metering.retry`): tried again `RETRY_AFTER_DAYS`
 after the first failure, each time with a payment of its own (the customer's newest card, see
 `_card`) and the customer told; after the last try the car's metered options are paused (a new
-configuration without them) and the month is tried every `PAUSED_RETRY_EVERY` until it is
-paid, which switches them back on.
+configuration without them) and the month is tried `PAUSED_TRIES` more times, every
+`PAUSED_RETRY_EVERY`; a try that pays switches them back on. A month still unpaid after the
+last of those is written off as uncollectible, as card platforms end their dunning (a bounded
+number of tries, then the invoice marked uncollectible): nothing more is tried, its options
+stay off, the customer and every operator are told and the payment's history says so, for the
+maker's staff to collect it by hand.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from caas.accounts.models import User
+from caas.accounts.models import Role, User
 from caas.billing import methods, vat
 from caas.billing import rules as billing_rules
 from caas.billing import service as billing
@@ -53,6 +57,7 @@ from caas.core.clock import Clock
 from caas.core.history import Actor, record
 from caas.core.outbox import NOTIFY_CHANNEL, Handler, OutboxMessage, RetryLater, enqueue
 from caas.core.settings import Settings
+from caas.notifications.service import notify_user
 from caas.ota.service import lock_vehicle, request_configuration
 from caas.sales.models import Customer
 from caas.store import chains, entitlements
@@ -74,8 +79,13 @@ RETRY_TOPIC: Final = "store.metering.retry"
 # A declined month is tried again this many days after its first failure; after the last
 # failed try the car's metered options are paused until the month is paid.
 RETRY_AFTER_DAYS: Final = (1, 3, 7)
-# While paused, the unpaid month is tried again this often (a new card may pay it).
+# While paused, the unpaid month is tried again this often (a new card may pay it), this many
+# times; then it is uncollectible: four weeks after its first failure, about when the next
+# month is charged, so a customer never owes two months to the machine.
 PAUSED_RETRY_EVERY: Final = timedelta(days=7)
+PAUSED_TRIES: Final = 3
+# The number of the month's last try (0 is its first charge).
+LAST_TRY: Final = len(RETRY_AFTER_DAYS) + PAUSED_TRIES
 CAPS_CURSOR: Final = "metering_caps"
 # How often usage is checked against the caps: a few minutes over the cap at most.
 CHECK_EVERY: Final = timedelta(minutes=5)
@@ -629,12 +639,13 @@ def settle_month_charge(
 ) -> Payment:
     """Authorise and capture (billing issues the invoice); a failure is told to the customer
     once. Raises `RetryLater` while the provider has not answered. With `dunning`, a failure
-    schedules the next try (or pauses the car's metered options) and a success switches
-    paused ones back on."""
+    schedules the next try (or pauses the car's metered options, or after the last try writes
+    the month off) and a success switches paused ones back on."""
     payment = billing.charge_store_payment(
         session, payment, payment_method=card, provider=provider, actor=ACTOR, now=now
     )
-    if payment.state == "failed":
+    # The last try's failure is told once, by the month's write-off.
+    if payment.state == "failed" and (dunning is None or dunning.attempt < LAST_TRY):
         customer = session.get_one(Customer, payment.customer_id)
         tell(
             session,
@@ -648,6 +659,7 @@ def settle_month_charge(
             dedupe_key=f"metered.charge_failed:{payment.id}",
             now=now,
         )
+    if payment.state == "failed":
         if dunning is not None:
             _month_declined(session, payment, month=month, dunning=dunning, now=now)
     elif payment.state not in ("captured",):
@@ -667,8 +679,12 @@ def _month_key(customer_id: int, vehicle_id: int, month: str) -> str:
 def _month_declined(
     session: Session, payment: Payment, *, month: str, dunning: Dunning, now: datetime
 ) -> None:
-    """The try `dunning.attempt` of the month failed: the next one scheduled, and after the
-    last scheduled one the car's metered options paused."""
+    """The try `dunning.attempt` of the month failed: the next one scheduled, after the last
+    scheduled one the car's metered options paused, and after the last try of all the month
+    written off."""
+    if dunning.attempt >= LAST_TRY:
+        _write_off(session, payment, month=month, dunning=dunning, now=now)
+        return
     first_failed_at = dunning.first_failed_at or now
     paused = dunning.paused
     if dunning.attempt < len(RETRY_AFTER_DAYS):
@@ -697,6 +713,75 @@ def _month_declined(
         at,
         now,
     )
+
+
+def _write_off(
+    session: Session, payment: Payment, *, month: str, dunning: Dunning, now: datetime
+) -> None:
+    """The month is uncollectible: no try is queued any more, its options stay paused, and the
+    payment's history (in the customer's file), the customer and every operator say so: the
+    operators collect it by other means."""
+    vehicle = session.get_one(Vehicle, dunning.vehicle_id)
+    customer = session.get_one(Customer, payment.customer_id)
+    told = {
+        "vin": vehicle.vin,
+        "month": month,
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency,
+        "tries": dunning.attempt + 1,
+    }
+    record(
+        session,
+        at=now,
+        actor=ACTOR,
+        subject_type="payment",
+        subject_id=payment.id,
+        customer_id=customer.id,
+        event="metered.uncollectible",
+        details={
+            **told,
+            "vehicle_id": vehicle.id,
+            "first_failed_at": (dunning.first_failed_at or now).isoformat(),
+        },
+    )
+    key = _month_key(customer.id, vehicle.id, month)
+    tell(
+        session,
+        customer,
+        kind="metered.uncollectible",
+        context=told,
+        dedupe_key=f"metered.uncollectible:{key}",
+        now=now,
+    )
+    about = {**told, "customer": customer.full_name, "link": f"/operator/customers/{customer.id}"}
+    _tell_operators(session, about, dedupe_key=f"metered.uncollectible:{key}", now=now)
+    log.warning(
+        "store.metered_uncollectible",
+        payment_id=payment.id,
+        vehicle_id=vehicle.id,
+        month=month,
+        amount_minor=payment.amount_minor,
+    )
+
+
+def _tell_operators(
+    session: Session, context: dict[str, Any], *, dedupe_key: str, now: datetime
+) -> None:
+    """Every active operator told of an uncollectible month, in the app and by e-mail."""
+    operators = session.scalars(
+        select(User).where(User.role == Role.OPERATOR, User.is_active).order_by(User.id)
+    )
+    for operator in operators:
+        notify_user(
+            session,
+            user_id=operator.id,
+            email=operator.email,
+            language=operator.language,
+            kind="metered.uncollectible_operator",
+            context={**context, "name": operator.full_name},
+            dedupe_key=f"{dedupe_key}:{operator.id}",
+            now=now,
+        )
 
 
 def _pause_for_dunning(
