@@ -540,6 +540,7 @@ def _reissue(session: Session, rollout: Rollout, *, now: datetime, reason: str) 
         select(Vehicle)
         .join(RolloutTarget, RolloutTarget.vehicle_id == Vehicle.id)
         .where(RolloutTarget.rollout_id == rollout.id, RolloutTarget.state == "offered")
+        .order_by(Vehicle.id)  # several cars' rows: by id, as every such transaction takes them
     ):
         push = push or open_push(
             session, kind="release.reissue", label=f"{reason} ({rollout.id})", actor=SYSTEM, now=now
@@ -612,7 +613,9 @@ def _offer_wave(session: Session, rollout: Rollout, *, now: datetime) -> None:
             RolloutTarget.wave == rollout.current_wave,
             RolloutTarget.state == "pending",
         )
-        .order_by(RolloutTarget.rank)
+        # Several cars' rows in one transaction: by id, as the fleet-wide re-sign, the window
+        # sweep and the spending caps take them, so two of them never wait in a circle.
+        .order_by(Vehicle.id)
     ).all()
     # One push for the manifests the wave sends at once (none when every owner is asked first).
     push = None
@@ -772,7 +775,7 @@ def _install_unanswered(session: Session, rollout: Rollout, *, now: datetime) ->
             RolloutTarget.state == "awaiting_owner",
             RolloutTarget.asked_at <= due,
         )
-        .order_by(RolloutTarget.rank)
+        .order_by(Vehicle.id)  # several cars' rows: by id (see `_offer_wave`)
         .with_for_update(of=RolloutTarget)
     ):
         _offer_target(
