@@ -24,7 +24,9 @@ from caas.billing.models import Payment
 from caas.billing.provider import SandboxProvider
 from caas.core.clock import FixedClock
 from caas.core.errors import Conflict
+from caas.core.history import Actor
 from caas.core.settings import Settings
+from caas.ota import pushes
 from caas.protocol.mqtt import UsageEvent
 from caas.protocol.payments import CARD_DECLINED, CARD_SUCCEEDS
 from caas.store import entitlements, metering
@@ -40,6 +42,7 @@ __all__ = ["committed", "engine_keys", "signing"]
 
 # The metering side's first lock of the car's rows: the car's row now, the entitlement's before
 # (the month's payment, locked before the car as every payment is, is not one of them).
+ACTOR = Actor.system("lock-order test")
 METERING_LOCK = re.compile(r"FROM vehicles\b.*FOR UPDATE|^UPDATE entitlements\b", re.DOTALL)
 
 
@@ -176,3 +179,35 @@ def test_the_months_last_failed_try_and_the_owner_switching_the_option_both_go_t
 
     no_deadlock(locks)
     assert locks.results["dunning"] == "failed"
+
+
+@pytest.mark.usefixtures("signing")
+def test_the_cap_check_over_several_cars_and_a_fleet_re_sign_take_them_in_one_order(
+    committed: CommittedDatabase, settings: Settings, payment_sandbox: PaymentSandbox
+) -> None:
+    """Cars whose usage arrived, in whatever order the query gave them, against the fleet-wide
+    re-sign (cars by id): both take the cars by id, so neither waits for the other in a circle."""
+    clock = FixedClock()
+    token = payment_sandbox.token(CARD_SUCCEEDS)
+    first, second = (metered_car(committed, settings, clock, token) for _ in range(2))
+    later = clock.now() + timedelta(minutes=10)
+    push_id = committed.run(
+        lambda s: pushes.open_push(s, kind="fleet.resign", label="test", actor=ACTOR, now=later).id
+    )
+    batch = {
+        "push_id": push_id,
+        "after": first.owner.vehicle.id - 1,
+        "actor": {"kind": ACTOR.kind, "label": ACTOR.label, "user_id": None},
+    }
+    newest_first = [second.owner.vehicle.id, first.owner.vehicle.id]
+    locks = FirstLocks(committed, {"caps": CAR_LOCK, "resign": CAR_LOCK})
+
+    locks.all_at_once(
+        {
+            "caps": lambda s: metering.enforce_caps(s, newest_first, now=later),
+            "resign": lambda s: pushes.resign_batch(s, batch, now=later, batch=2),
+        }
+    )
+
+    assert locks.errors == {}
+    assert locks.results == {"caps": 2, "resign": 2}

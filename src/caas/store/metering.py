@@ -249,7 +249,7 @@ def enforce_caps(session: Session, vehicle_ids: Sequence[int], *, now: datetime)
     """Switch off, until the first of next month, every metered option of these cars whose
     month has reached its cap; returns how many were switched off."""
     switched = 0
-    for vehicle_id in vehicle_ids:
+    for vehicle_id in sorted(vehicle_ids):  # several cars: by id, as the sweep and re-sign do
         capped_rights = select(Entitlement).where(
             Entitlement.vehicle_id == vehicle_id,
             Entitlement.source == "metered",
