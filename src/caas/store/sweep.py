@@ -207,6 +207,15 @@ def sweep_batch(
         limit=batch,
     )
     vehicle_ids = [row.vehicle_id for row in rows]
+    if vehicle_ids:
+        # The cars' rows before what they run (`lock_vehicle`), several cars by id: the owner
+        # switching an option locks the car, then the entitlement this batch may end.
+        session.execute(
+            select(Vehicle.id)
+            .where(Vehicle.id.in_(vehicle_ids))
+            .order_by(Vehicle.id)
+            .with_for_update()
+        )
     ended = _end_windows(session, vehicle_ids, until=until, now=now) if vehicle_ids else 0
     signed_at = _last_signed(session, vehicle_ids) if vehicle_ids else {}
     to_sign = {
