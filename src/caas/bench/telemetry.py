@@ -52,9 +52,10 @@ class TelemetryResult:
 
 def run(cars: int, seconds: float, *, rate: float, reporter: Reporter) -> TelemetryResult:
     with BenchPlatform.start(reporter.phase) as platform:
+        process = platform.start_cars(platform.add_cars(cars, reporter.phase), reporter.phase)
+        # The worker's bridge now: loading the cars' accounts restarts the worker.
         assert platform.worker is not None and platform.worker.bridge is not None
         bridge = platform.worker.bridge
-        process = platform.start_cars(platform.add_cars(cars, reporter.phase), reporter.phase)
         subscriber = CarsProcess.start("subscriber", str(platform.settings.mqtt_url))
         try:
             subscriber.expect("subscribed")
