@@ -66,7 +66,7 @@ def test_the_owner_sells_from_the_portal_and_the_buyer_receives_the_car(
         with_key=True,
     )
     assert wrong.status_code == 422
-    assert "this code does not transfer this car" in text_of(wrong.text)
+    assert "Este código no transfiere este coche" in text_of(wrong.text)  # Bruno is Spanish
     received = submit(
         app_client, "/portal/receive", "/portal/receive", {"vin": vin, "code": code}, with_key=True
     )

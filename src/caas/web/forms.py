@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from starlette.datastructures import FormData
 
 from caas.core.errors import CaasError
 from caas.core.idempotency import once
+from caas.web.strings import lookup
 
 
 async def _posted_form(request: Request) -> FormData:
@@ -51,12 +53,41 @@ def _reason(message: str) -> str:
     return message.removeprefix("Value error, ")
 
 
+def refusal_text(error: CaasError, language: str) -> str:
+    """A service's refusal as a page says it in `language`.
+
+    Services speak English (their message is the API's); a page says the refusal with its own
+    text for the error's code, `refusal.<code>` in the page strings, with the details filled
+    in: the minutes to wait for a throttled try (`refusal.<code>.one` when a minute or less is
+    left). A generic code (`invalid_input`) is told apart by its field:
+    `refusal.<code>.<field>`. A code no page text covers keeps the service's message.
+    """
+    details = dict(error.extra)
+    keys = []
+    seconds = details.get("retry_after_seconds")
+    if isinstance(seconds, int):
+        details["minutes"] = math.ceil(seconds / 60)
+        if details["minutes"] <= 1:
+            keys.append(f"refusal.{error.code}.one")
+    if error.field:
+        keys.append(f"refusal.{error.code}.{error.field}")
+    keys.append(f"refusal.{error.code}")
+    for key in keys:
+        text = lookup(language, key)
+        if text is not None:
+            return text.format(**details)
+    return error.message
+
+
 @dataclass
 class FormErrors:
     """Messages next to the fields they name, plus those that belong to no field."""
 
     fields: dict[str, str] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
+    # The service's refusal these messages came from, and the field it was shown at, so the
+    # page can say it in the reader's language (`in_language`).
+    refusal: tuple[CaasError, str | None] | None = field(default=None, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.fields or self.general)
@@ -82,9 +113,23 @@ class FormErrors:
                 path = ".".join(str(part) for part in item["loc"])
                 errors.add(aliases.get(path, path) or None, _reason(item["msg"]))
         else:
-            name = error.field
-            errors.add(aliases.get(name, name) if name else None, error.message)
+            name = aliases.get(error.field, error.field) if error.field else None
+            errors.add(name, error.message)
+            errors.refusal = (error, name)
         return errors
+
+    def in_language(self, language: str) -> FormErrors:
+        """These messages with the service's refusal in `language` (see `refusal_text`);
+        `render` calls it with the page's language."""
+        if self.refusal is None:
+            return self
+        error, name = self.refusal
+        text = refusal_text(error, language)
+        if name is not None:
+            fields = {**self.fields, field_name(name): text}
+            return replace(self, fields=fields, refusal=None)
+        general = [text if message == error.message else message for message in self.general]
+        return replace(self, general=general, refusal=None)
 
 
 def once_per_form(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from caas.accounts.deps import actor_of
 from caas.accounts.models import User
 from caas.catalog import service as catalog
-from caas.core.api import ClockDep, DbSession, SettingsDep
+from caas.core.api import ClockDep, DbSession, SettingsDep, with_retry_after
 from caas.core.errors import CaasError, NotFound
 from caas.core.idempotency import once
 from caas.ownership import service
@@ -29,7 +29,14 @@ from caas.sales.schemas import CountryCode
 from caas.web import strings
 from caas.web.csrf import csrf_protect
 from caas.web.display import zone_of_country
-from caas.web.forms import FormErrors, FormValues, PostedForm, once_per_form, values_of
+from caas.web.forms import (
+    FormErrors,
+    FormValues,
+    PostedForm,
+    once_per_form,
+    refusal_text,
+    values_of,
+)
 from caas.web.intranet import CUSTOMER_FIELDS, EMAIL_LANGUAGES
 from caas.web.pages import (
     CustomerPage,
@@ -37,6 +44,7 @@ from caas.web.pages import (
     OperatorPage,
     PageRoute,
     flash,
+    language_of,
     render,
     see_other,
 )
@@ -347,7 +355,8 @@ def receive_car(
         )
     except (ValidationError, CaasError) as error:
         status = error.status if isinstance(error, CaasError) else 422
-        return _receive_page(request, values, FormErrors.of(error), status_code=status)
+        page = _receive_page(request, values, FormErrors.of(error), status_code=status)
+        return with_retry_after(page, error) if isinstance(error, CaasError) else page
     flash(request, "flash.car_received", vin=body.vin.upper())
     return see_other("/portal/cars")
 
@@ -430,7 +439,8 @@ def receive_car_as_new_customer(
     except (ValidationError, CaasError) as error:
         status = error.status if isinstance(error, CaasError) else 422
         errors = FormErrors.of(error, aliases={"email": "buyer.email", "country": "buyer.country"})
-        return _people_form(request, session, "receive_new.html", values, errors, status)
+        page = _people_form(request, session, "receive_new.html", values, errors, status)
+        return with_retry_after(page, error) if isinstance(error, CaasError) else page
     context = {"vin": body.vin.upper(), "email": body.buyer.email}
     return render(request, "receive_done.html", context, status_code=201)
 
@@ -557,7 +567,7 @@ def _scrap(
     except (ValidationError, CaasError) as error:
         if isinstance(error, CaasError) and error.status == 404:
             raise
-        errors = FormErrors.of(error)
+        errors = FormErrors.of(error).in_language(language_of(request, user))
         message = "; ".join([*errors.general, *errors.fields.values()])
         flash(request, "flash.scrap_refused", tone="danger", message=message)
         return see_other(page)
@@ -596,7 +606,8 @@ def _retry_registry(
     except CaasError as error:
         if error.status == 404:
             raise
-        flash(request, "flash.registry_retry_refused", tone="danger", message=error.message)
+        message = refusal_text(error, language_of(request, user))
+        flash(request, "flash.registry_retry_refused", tone="danger", message=message)
         return see_other(page)
     flash(request, "flash.registry_retried")
     return see_other(page)

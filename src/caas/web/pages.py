@@ -20,7 +20,7 @@ from caas.accounts.models import Role, User
 from caas.core.errors import CaasError, Forbidden
 from caas.web import display
 from caas.web.csrf import CSRF_FIELD, csrf_token
-from caas.web.forms import FormErrors
+from caas.web.forms import FormErrors, refusal_text
 from caas.web.strings import DEFAULT_LANGUAGE, LANGUAGES, lookup, translate
 
 log = structlog.get_logger(__name__)
@@ -138,6 +138,8 @@ def render(
         "unread": 0,
     }
     page.update(context or {})
+    if isinstance(page["errors"], FormErrors):
+        page["errors"] = page["errors"].in_language(language)
     body = _environment.get_template(template).render(page)
     return HTMLResponse(body, status_code=status_code, headers=_page_headers(request))
 
@@ -203,7 +205,8 @@ class PageRoute(APIRoute):
             except CaasError as error:
                 if error.status >= 500:
                     log.warning("page.upstream_error", code=error.code, message=error.message)
-                return render_error(request, error.status, error.message)
+                language = language_of(request, getattr(request.state, "user", None))
+                return render_error(request, error.status, refusal_text(error, language))
             except RequestValidationError as error:
                 first = error.errors()[0] if error.errors() else {"msg": "invalid input"}
                 return render_error(request, 422, str(first["msg"]))
