@@ -441,9 +441,20 @@ def sim_vehicles(
         str,
         typer.Option(
             envvar="CAAS_MQTT_URL",
-            help="mqtt://host:port; credentials in it are ignored (each car has its own).",
+            help="mqtt://host:port, or mqtts://host:port for TLS; credentials in it are "
+            "ignored (each car has its own).",
         ),
     ] = "mqtt://127.0.0.1:1883",
+    mqtt_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CAAS_MQTT_CA_FILE",
+            exists=True,
+            dir_okay=False,
+            help="With mqtts://, the CA certificates (PEM) the broker's certificate must be "
+            "signed by; default: the system's CAs.",
+        ),
+    ] = None,
     count: Annotated[
         int | None, typer.Option(min=1, help="Run the first N cars of the file; default: all.")
     ] = None,
@@ -499,7 +510,9 @@ def sim_vehicles(
     protocols = {MqttVersion.V5: ProtocolVersion.V5, MqttVersion.V311: ProtocolVersion.V311}
     try:
         loaded = FleetFile.read(fleet_file)
-        endpoint = BrokerEndpoint.from_url(broker, protocol=protocols.get(mqtt_version))
+        endpoint = BrokerEndpoint.from_url(
+            broker, protocol=protocols.get(mqtt_version), ca_file=mqtt_ca_file
+        )
     except ValueError as error:
         raise CommandFailed(str(error)) from None
     if count is not None and count > len(loaded.cars):

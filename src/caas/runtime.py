@@ -58,14 +58,14 @@ def display_url(url: str) -> str:
     return parsed.render_as_string(hide_password=bool(parsed.password))
 
 
-def check_database(url: str) -> None:
+def check_database(url: str, *, name: str = "CAAS_DATABASE_URL") -> None:
     """Connect once, briefly; a database that does not answer is a `StartupError`."""
     try:
         engine = make_engine(
             url, poolclass=NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         )
     except (ArgumentError, SQLAlchemyError, ValueError) as error:
-        raise StartupError(f"CAAS_DATABASE_URL is not a database URL: {error}") from None
+        raise StartupError(f"{name} is not a database URL: {error}") from None
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -101,8 +101,15 @@ class Runtime:
         """A runtime on `database_url` (default: the settings'), checked to answer."""
         url = database_url or require_database_url(settings)
         check_database(url)
-        engine = make_engine(url)
-        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine))
+        if settings.database_listen_url is not None:
+            check_database(settings.database_listen_url, name="CAAS_DATABASE_LISTEN_URL")
+        engine = make_engine(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        sessions = make_session_factory(engine, listen_url=settings.database_listen_url)
+        return cls(settings=settings, engine=engine, sessions=sessions)
 
     def create_app(self) -> FastAPI:
         from caas.app import create_app

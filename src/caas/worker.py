@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock, SystemClock
-from caas.core.db import database_unreachable
+from caas.core.db import database_unreachable, libpq_url
 from caas.core.outbox import Handler, OutboxListener, Relay
 from caas.core.settings import Settings
 
@@ -113,15 +113,21 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clo
     return Worker(
         relay(handlers),
         threads=settings.worker_threads,
-        listener_url=_listener_url(sessions),
+        listener_url=_listener_url(settings, sessions),
         bridge=bridge,
         express=relay(express, durable=False),
     )
 
 
-def _listener_url(sessions: sessionmaker[Session]) -> str | None:
+def _listener_url(settings: Settings, sessions: sessionmaker[Session]) -> str | None:
+    """Where the relay threads LISTEN: `CAAS_DATABASE_LISTEN_URL` when set (PostgreSQL itself,
+    past a PgBouncer in transaction mode that the pools go through), else the sessions'."""
     listener = OutboxListener.for_sessions(sessions)
-    return listener.url if listener is not None else None
+    if listener is None:
+        return None
+    if settings.database_listen_url is not None:
+        return libpq_url(settings.database_listen_url)
+    return listener.url
 
 
 def _first_line(error: BaseException) -> str:
@@ -248,7 +254,11 @@ class Worker:
         self._thread = threading.Thread(target=self.run_forever, name="caas-worker", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Ask every thread to stop and wait up to `timeout` seconds for the jobs in hand and
+        the bridge to finish; whether they did."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
+            return not self._thread.is_alive()
+        return True

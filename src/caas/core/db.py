@@ -46,13 +46,22 @@ def normalise_url(url: str) -> str:
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine whose pool pings a connection before handing it out only when it has been
+# The pool of a process unless its settings say otherwise (`CAAS_DATABASE_POOL_SIZE`,
+# `CAAS_DATABASE_MAX_OVERFLOW`).
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
+
+
+def make_engine(
+    url: str, *, pool_size: int = POOL_SIZE, max_overflow: int = MAX_OVERFLOW, **kwargs: Any
+) -> Engine:
+    """An engine keeping `pool_size` connections, and opening up to `max_overflow` more under
+    load, whose pool pings a connection before handing it out only when it has been
     idle for `PING_AFTER_IDLE_SECONDS` (a server restarted meanwhile has dropped it): a busy
     worker does not pay a round trip per transaction for it (`pool_pre_ping` would)."""
     options: dict[str, Any] = {}
     if "poolclass" not in kwargs:
-        options.update(pool_size=10, max_overflow=20)
+        options.update(pool_size=pool_size, max_overflow=max_overflow)
     options.update(kwargs)
     engine = create_engine(normalise_url(url), **options)
     if not options.get("pool_pre_ping"):
@@ -148,8 +157,38 @@ def retry_on_conflict(
     raise AssertionError("unreachable: the loop returns or raises")
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+_LISTEN_URL = "caas_listen_url"
+
+
+def make_session_factory(engine: Engine, *, listen_url: str | None = None) -> sessionmaker[Session]:
+    """Sessions on `engine`; `listen_url`, when given, is where the LISTEN connections of
+    whoever holds them go (see `listen_url`)."""
+    info = {_LISTEN_URL: listen_url} if listen_url is not None else {}
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
+
+
+def listen_url(sessions: sessionmaker[Session]) -> str | None:
+    """Where a connection that waits for `NOTIFY` goes, as a libpq URL: the `listen_url` the
+    factory was made with, else its engine's database. `LISTEN` needs a session of its own,
+    which a PgBouncer in transaction mode in front of the pools does not keep
+    (`CAAS_DATABASE_LISTEN_URL`). None when the sessions are bound to a single connection
+    (tests), whose transactions never commit, so nothing would be heard."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        return None
+    given = sessions.kw.get("info", {}).get(_LISTEN_URL)
+    if isinstance(given, str):
+        return libpq_url(given)
+    return bind.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """`url` as psycopg's own `connect` takes it: SQLAlchemy's `postgresql+psycopg://` is not
+    a scheme libpq knows."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
 
 
 @contextmanager

@@ -27,11 +27,10 @@ import psycopg
 import structlog
 from sqlalchemy import BigInteger, Index, String, Text, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from caas.core.clock import Clock
-from caas.core.db import Base
+from caas.core.db import Base, listen_url
 
 log = structlog.get_logger(__name__)
 
@@ -223,12 +222,11 @@ class OutboxListener:
 
     @classmethod
     def for_sessions(cls, sessions: sessionmaker[Session]) -> OutboxListener | None:
-        """A listener on the database of `sessions`; None when they are bound to a single
-        connection (tests), whose transactions never commit."""
-        bind = sessions.kw.get("bind")
-        if not isinstance(bind, Engine):
-            return None
-        return cls(bind.url.set(drivername="postgresql").render_as_string(hide_password=False))
+        """A listener on the database of `sessions`, at their LISTEN URL (`caas.core.db.
+        listen_url`); None when they are bound to a single connection (tests), whose
+        transactions never commit."""
+        url = listen_url(sessions)
+        return cls(url) if url is not None else None
 
     def listen(self) -> bool:
         """Start listening (before looking at the outbox, so no commit falls in between).

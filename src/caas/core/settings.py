@@ -25,6 +25,24 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+psycopg://... ; when unset, `caas demo` starts an embedded server",
     )
+    database_listen_url: str | None = Field(
+        default=None,
+        description="Where the LISTEN connections go (the outbox's and the live pages' "
+        "wake-ups), which need a session of their own: PostgreSQL itself when "
+        "`database_url` is a PgBouncer in transaction mode; unset: `database_url`",
+    )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Connections each `caas api` and `caas worker` keeps open to the database",
+    )
+    database_max_overflow: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="Connections opened beyond the pool under load, closed when given back",
+    )
     data_dir: Path = Path(".caas")
     secret_key: str = DEMO_SECRET
     public_url: str = "http://127.0.0.1:8000"
@@ -60,6 +78,11 @@ class Settings(BaseSettings):
         "security administrator)",
     )
     mqtt_admin_password: str = DEMO_SECRET
+    mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="The CA certificates (PEM) that sign the broker's certificate, for an "
+        "mqtts:// `mqtt_url`; unset: the system's CAs",
+    )
 
     vehicle_sim_url: str | None = Field(
         default=None,
@@ -113,6 +136,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{item!r} is not an IP address or network (such as 10.0.0.0/8)"
                 ) from None
+        return value
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file_is_readable(cls, value: Path | None) -> Path | None:
+        """Checked at start: a mistyped path would otherwise only show as every connection to
+        the broker failing, long after the process started."""
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file (the broker's CA certificates, PEM)")
         return value
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from caas.core.settings import Settings
 from caas.factory import service
 from caas.factory.client import FactoryClient, FactoryRejected, FactoryUnavailable
 from caas.iot import service as iot
+from caas.iot.broker import MQTT_PORT, MQTTS_PORT
 from caas.ota import service as ota
 from caas.protocol.factory import EVENTS_PATH, CarProvisioning, FactoryOrderCreate
 from caas.protocol.manifest import public_key_b64
@@ -58,7 +59,10 @@ def car_broker_url(settings: Settings) -> str:
     if not parsed.hostname:
         raise RetryLater(f"CAAS_MQTT_URL has no host: {parsed.scheme}://...")
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-    return f"{parsed.scheme}://{host}:{parsed.port or 1883}"
+    # The cars speak TLS to the broker when the platform does; the bundle knows two schemes.
+    if parsed.scheme in ("mqtts", "ssl"):
+        return f"mqtts://{host}:{parsed.port or MQTTS_PORT}"
+    return f"mqtt://{host}:{parsed.port or MQTT_PORT}"
 
 
 def send_provisioning(

@@ -207,7 +207,7 @@ class Bridge:
     ) -> Bridge:
         if settings.mqtt_url is None:
             raise ValueError("CAAS_MQTT_URL is not set: the worker has no broker")
-        return cls(BrokerAddress.from_url(settings.mqtt_url), sessions, clock, **options)
+        return cls(BrokerAddress.from_settings(settings), sessions, clock, **options)
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class Bridge:
             try:
                 await self._session()
             except aiomqtt.MqttError as error:
-                log.warning("mqtt.bridge_disconnected", error=str(error))
+                log.warning("mqtt.bridge_disconnected", error=self.address.explain(error))
             finally:
                 self.connected.clear()
                 self._client = None
@@ -267,6 +267,7 @@ class Bridge:
             self.address.port,
             username=self.address.username,
             password=self.address.password,
+            tls_context=self.address.tls_context(),
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V311,
             clean_session=True,
@@ -280,7 +281,11 @@ class Bridge:
             await client.subscribe(list(SUBSCRIPTIONS))
             self._client = client
             self.connected.set()
-            log.info("mqtt.bridge_connected", broker=f"{self.address.host}:{self.address.port}")
+            log.info(
+                "mqtt.bridge_connected",
+                broker=f"{self.address.host}:{self.address.port}",
+                tls=self.address.tls,
+            )
             receiving = asyncio.create_task(self._receive(client))
             stopping = asyncio.create_task(self._stopping.wait())
             try:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
@@ -96,27 +98,68 @@ def role_acls(permissions: Permissions) -> list[dict[str, Any]]:
     return acls
 
 
+MQTT_PORT = 1883
+MQTTS_PORT = 8883
+_PLAIN_SCHEMES = ("mqtt", "tcp")
+_TLS_SCHEMES = ("mqtts", "ssl")
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
-    """Where a broker listens and the account to use there."""
+    """Where a broker listens, the account to use there, and whether to speak TLS to it (with
+    the CA certificates in `ca_file`, or the system's)."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
-        """`mqtt://user:password@host:port` (credentials optional; port 1883 by default)."""
+    def from_url(cls, url: str, *, ca_file: Path | None = None) -> BrokerAddress:
+        """`mqtt://user:password@host:port` (credentials optional; port 1883 by default), or
+        `mqtts://...` for TLS (port 8883 by default)."""
         parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"an MQTT URL starts with mqtt://, not {parsed.scheme}://")
+        if parsed.scheme not in _PLAIN_SCHEMES + _TLS_SCHEMES:
+            raise ValueError(f"an MQTT URL starts with mqtt:// or mqtts://, not {parsed.scheme}://")
+        tls = parsed.scheme in _TLS_SCHEMES
         return cls(
             host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 1883,
+            port=parsed.port or (MQTTS_PORT if tls else MQTT_PORT),
             username=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
+            tls=tls,
+            ca_file=ca_file if tls else None,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BrokerAddress:
+        """The broker at `CAAS_MQTT_URL`, trusting `CAAS_MQTT_CA_FILE` when it speaks TLS."""
+        if settings.mqtt_url is None:
+            raise ValueError("CAAS_MQTT_URL is not set: no broker")
+        return cls.from_url(settings.mqtt_url, ca_file=settings.mqtt_ca_file)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """What a client wraps its connection in: None for plain MQTT; for TLS, a context that
+        checks the broker's certificate against `ca_file` (else the system's CAs) and that it
+        names `host`, as a browser would."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    def explain(self, error: object) -> str:
+        """`error` from connecting here, in words a person can act on when it is the broker's
+        certificate that was refused."""
+        text = str(error)
+        if self.tls and "CERTIFICATE_VERIFY_FAILED" in text:
+            trusted = f"the CA file {self.ca_file}" if self.ca_file else "the system's CAs"
+            return (
+                f"the broker at {self.host}:{self.port} presented a certificate that {trusted} "
+                f"does not vouch for (CAAS_MQTT_CA_FILE), or that does not name {self.host}: "
+                f"{text}"
+            )
+        return text
 
 
 class DynsecAdmin:
@@ -127,10 +170,19 @@ class DynsecAdmin:
     """
 
     def __init__(
-        self, host: str, port: int, username: str, password: str, *, timeout: float = 10.0
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 10.0,
+        tls: bool = False,
+        ca_file: Path | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.address = BrokerAddress(host, port, username, tls=tls, ca_file=ca_file)
         self.username = username
         self._password = password
         self.timeout = timeout
@@ -145,12 +197,14 @@ class DynsecAdmin:
     def from_settings(cls, settings: Settings) -> DynsecAdmin:
         if settings.mqtt_url is None:
             raise BrokerAdminError("CAAS_MQTT_URL is not set: no broker to administer")
-        address = BrokerAddress.from_url(settings.mqtt_url)
+        address = BrokerAddress.from_settings(settings)
         return cls(
             address.host,
             address.port,
             settings.mqtt_admin_username,
             settings.mqtt_admin_password,
+            tls=address.tls,
+            ca_file=address.ca_file,
         )
 
     # --- BrokerAdmin ---
@@ -323,6 +377,9 @@ class DynsecAdmin:
             protocol=paho.MQTTv311,
         )
         client.username_pw_set(self.username, self._password)
+        tls = self.address.tls_context()
+        if tls is not None:
+            client.tls_set_context(tls)
         client.on_message = self._on_message
         ready = threading.Event()
         outcome: dict[str, Any] = {}
@@ -339,6 +396,8 @@ class DynsecAdmin:
         client.on_subscribe = on_subscribe
         try:
             client.connect(self.host, self.port, keepalive=30)
+        except ssl.SSLError as error:
+            raise BrokerAdminError(self.address.explain(error)) from error
         except OSError as error:
             raise BrokerAdminError(
                 f"broker at {self.host}:{self.port} unreachable: {error}"

@@ -152,7 +152,7 @@ def broker_admin(settings: Settings) -> BrokerAdmin:
     started here, else Mosquitto's dynamic security API with the administrator's account."""
     if settings.mqtt_url is None:
         raise BrokerAdminError("CAAS_MQTT_URL is not set: no broker to administer")
-    address = BrokerAddress.from_url(settings.mqtt_url)
+    address = BrokerAddress.from_settings(settings)
     embedded = _embedded.get((address.host, address.port))
     if embedded is not None:
         return embedded.admin()

@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -168,8 +169,20 @@ def write_car_accounts(path: Path, cars: Iterable[tuple[str, str]]) -> int:
     return len(cars)
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second listener speaking MQTT over TLS with this certificate and key (PEM files);
+    `cafile`, when given, is the chain the broker sends along with its certificate."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    port: int | None = None  # None: a free port
+
+
 class PrivateMosquitto:
-    """A Mosquitto process of our own, on 127.0.0.1, with its state in `data_dir`.
+    """A Mosquitto process of our own, on 127.0.0.1, with its state in `data_dir`; with `tls`,
+    also a TLS listener (`tls_port`, `tls_url`) with the same accounts.
 
     Usable as a context manager; `stop()` ends it cleanly (it saves its state on the way out),
     so a second start on the same directory keeps the cars' accounts and retained messages.
@@ -182,8 +195,12 @@ class PrivateMosquitto:
         *,
         admin_username: str = "caas-admin",
         admin_password: str | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.tls = tls
+        self._requested_tls_port: int | None = None
+        self.tls_port = 0
         self.host = HOST
         self._requested_port = port
         self.port = port or 0
@@ -210,6 +227,23 @@ class PrivateMosquitto:
         """Where clients connect (without credentials)."""
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def tls_url(self) -> str | None:
+        """Where clients connect over TLS (without credentials); None without a TLS listener."""
+        return f"mqtts://{self.host}:{self.tls_port}" if self.tls is not None else None
+
+    def _tls_lines(self) -> list[str]:
+        if self.tls is None:
+            return []
+        lines = [
+            f"listener {self.tls_port} {self.host}",
+            f"certfile {self.tls.certfile}",
+            f"keyfile {self.tls.keyfile}",
+        ]
+        if self.tls.cafile is not None:
+            lines.append(f"cafile {self.tls.cafile}")
+        return lines
+
     def _write_config(self, binary: Path, plugin: Path) -> None:
         lines = [
             "# Written by caas.iot.mosquitto; rewritten at every start.",
@@ -218,6 +252,7 @@ class PrivateMosquitto:
             f"listener {self.port} {self.host}",
             "set_tcp_nodelay true",
             f"max_packet_size {MAX_PACKET_SIZE}",
+            *self._tls_lines(),
             "persistence true",
             f"persistence_location {self.data_dir}/",
             f"plugin {plugin}",
@@ -247,6 +282,8 @@ class PrivateMosquitto:
         attempts = 1 if self._requested_port else 3  # a port chosen free may be taken meanwhile
         for attempt in range(1, attempts + 1):
             self.port = self._requested_port or free_port(self.host)
+            if self.tls is not None:
+                self.tls_port = self.tls.port or self._requested_tls_port or free_port(self.host)
             self._write_config(binary, plugin)
             try:
                 self._launch(binary, timeout)
@@ -263,6 +300,7 @@ class PrivateMosquitto:
         """Stop the broker and start it again on the same port with the same directory."""
         self.stop()
         self._requested_port = self._requested_port or self.port
+        self._requested_tls_port = self._requested_tls_port or self.tls_port or None
         return self.start(timeout)
 
     def _launch(self, binary: Path, timeout: float) -> None:
@@ -274,7 +312,7 @@ class PrivateMosquitto:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
-        while not port_open(self.host, self.port, timeout=0.2):
+        while not all(port_open(self.host, port, timeout=0.2) for port in self._ports()):
             if self.process.poll() is not None:
                 self.process = None
                 raise MosquittoFailed(f"mosquitto exited at start:\n{self._log_tail()}")
@@ -282,6 +320,9 @@ class PrivateMosquitto:
                 self.stop()
                 raise MosquittoFailed(f"mosquitto did not listen within {timeout} s")
             time.sleep(0.01)
+
+    def _ports(self) -> list[int]:
+        return [self.port] + ([self.tls_port] if self.tls is not None else [])
 
     def _log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):

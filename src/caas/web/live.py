@@ -29,12 +29,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.accounts.deps import CustomerUser
 from caas.accounts.models import User
 from caas.core.api import DbSession
+from caas.core.db import listen_url
 from caas.core.live import LIVE_CHANNEL
 from caas.core.outbox import NOTIFY_CHANNEL
 from caas.vehicles import twin
@@ -214,13 +214,12 @@ async def _events(
 
 
 async def _listen(sessions: sessionmaker[Session]) -> psycopg.AsyncConnection[Any] | None:
-    """A connection of its own listening to the outbox's and the live pages' NOTIFY; None when
-    the sessions are bound to one connection (tests), or the database refuses: then the stream
-    polls."""
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine):
+    """A connection of its own listening to the outbox's and the live pages' NOTIFY, at the
+    sessions' LISTEN URL (`CAAS_DATABASE_LISTEN_URL`); None when the sessions are bound to one
+    connection (tests), or the database refuses: then the stream polls."""
+    url = listen_url(sessions)
+    if url is None:
         return None
-    url = bind.url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
         await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")

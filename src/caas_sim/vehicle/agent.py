@@ -49,10 +49,12 @@ import hashlib
 import random
 import secrets
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final, Literal, NamedTuple
 from urllib.parse import urljoin, urlparse
 
@@ -110,25 +112,40 @@ def system_clock() -> datetime:
 
 @dataclass(frozen=True)
 class BrokerEndpoint:
-    """Where the cars connect, and in which MQTT version (None: find out, 5 before 3.1.1)."""
+    """Where the cars connect, in which MQTT version (None: find out, 5 before 3.1.1), and
+    whether over TLS, trusting the CA certificates in `ca_file` (None: the system's)."""
 
     host: str
     port: int = 1883
     protocol: aiomqtt.ProtocolVersion | None = None
+    tls: bool = False
+    ca_file: Path | None = None
 
     @classmethod
     def from_url(
-        cls, url: str, *, protocol: aiomqtt.ProtocolVersion | None = None
+        cls,
+        url: str,
+        *,
+        protocol: aiomqtt.ProtocolVersion | None = None,
+        ca_file: Path | None = None,
     ) -> BrokerEndpoint:
-        """`mqtt://host:port`; credentials in the URL are ignored (each car has its own)."""
+        """`mqtt://host:port`, or `mqtts://host:port` for TLS (ports 1883 and 8883 by
+        default); credentials in the URL are ignored (each car has its own)."""
         parsed = urlparse(url)
-        if parsed.scheme != "mqtt" or not parsed.hostname:
-            raise ValueError(f"a broker URL looks like mqtt://host:port, not {url!r}")
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(f"a broker URL looks like mqtt(s)://host:port, not {url!r}")
+        tls = parsed.scheme == "mqtts"
         try:
-            port = parsed.port or 1883
+            port = parsed.port or (8883 if tls else 1883)
         except ValueError:
             raise ValueError(f"the broker URL {url!r} has an invalid port") from None
-        return cls(parsed.hostname, port, protocol)
+        return cls(parsed.hostname, port, protocol, tls, ca_file if tls else None)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """None for plain MQTT; for TLS, one that checks the broker's certificate and name."""
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
 
 @dataclass(frozen=True)
@@ -182,6 +199,7 @@ async def detect_protocol(
     username: str,
     password: str,
     timeout: float = PROBE_TIMEOUT_SECONDS,
+    tls_context: ssl.SSLContext | None = None,
 ) -> aiomqtt.ProtocolVersion:
     """MQTT 5 when the broker answers a version 5 CONNECT (even with a refusal of the login),
     else 3.1.1 (the embedded amqtt broker does not answer version 5 at all).
@@ -201,6 +219,7 @@ async def detect_protocol(
             identifier=username,
             protocol=aiomqtt.ProtocolVersion.V5,
             timeout=timeout,
+            tls_context=tls_context,
         ):
             return aiomqtt.ProtocolVersion.V5
     except MqttConnectError as refusal:  # a CONNACK came back
@@ -449,6 +468,7 @@ class VehicleAgent:
                         self.broker.port,
                         username=self.vin,
                         password=self.identity.password,
+                        tls_context=self.broker.tls_context(),
                     )
                     self.broker = replace(self.broker, protocol=protocol)
                 async with self._new_client() as client:
@@ -482,6 +502,7 @@ class VehicleAgent:
             self.broker.port,
             username=self.vin,
             password=self.identity.password,
+            tls_context=self.broker.tls_context(),
             identifier=self.vin,
             protocol=protocol,
             will=will,

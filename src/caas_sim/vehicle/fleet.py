@@ -250,6 +250,7 @@ class Fleet:
                 broker.port,
                 username=agents[0].vin,
                 password=agents[0].identity.password,
+                tls_context=broker.tls_context(),
             )
             for agent in agents:
                 if agent.broker.protocol is None:
