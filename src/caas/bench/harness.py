@@ -278,8 +278,12 @@ class BenchPlatform:
         return worker
 
     def stop_worker(self) -> None:
+        """Stop the worker and wait for it, however long its jobs in hand take on a loaded
+        machine: a worker still storing after the run would write into the next one's time
+        (and into a dropped database)."""
         if self.worker is not None:
-            self.worker.stop()
+            if not self.worker.stop(timeout=WAIT_SECONDS):
+                raise RuntimeError(f"the worker did not stop within {WAIT_SECONDS} s")
             self.worker = None
 
     def stop(self) -> None:
