@@ -32,18 +32,21 @@ __all__ = ["committed"]
 
 SOURCE = Path(caas.__file__).parent
 
-# The services behind the pages that show their refusals in a form: receiving, selling,
-# reselling and scrapping a car, logging in and activating an account.
-PAGE_SERVICES = ("ownership/service.py", "accounts/service.py")
-
-# Codes those pages can show that these services do not write down: a customer's identity
-# from the sales service (in the receive and resale forms), and the scrap form's generic
-# `invalid_input` told apart by its field.
-OTHER_CODES = (
-    "customer.identity_mismatch",
-    "invalid_input.reason",
-    "invalid_input.certificate_number",
+# The services behind the pages that show their refusals in a form or on an error page:
+# receiving, selling, reselling and scrapping a car, logging in and activating an account, the
+# customer's orders, privacy page, phone keys and payment cards.
+PAGE_SERVICES = (
+    "ownership/service.py",
+    "accounts/service.py",
+    "sales/service.py",
+    "privacy/service.py",
+    "privacy/erasure.py",
+    "vehicles/keys.py",
+    "billing/methods.py",
 )
+
+# The scrap form's generic `invalid_input`, told apart by its field.
+OTHER_CODES = ("invalid_input.reason", "invalid_input.certificate_number")
 
 # The login page words its throttled try with its own keys (`caas.web.accounts`).
 WORDED_BY_THE_PAGE = {"auth.rate_limited"}
@@ -195,6 +198,10 @@ def test_a_code_without_a_page_text_keeps_the_services_message() -> None:
     assert errors.in_language("fr").fields == {
         "scrap.reason": "Indiquez pourquoi la voiture est mise à la casse"
     }
+    blocked = Conflict("still yours", code="erasure.owns_car", vins=["VIN1", "VIN2"])
+    assert refusal_text(blocked, "fr") == (
+        "Vous possédez encore la voiture VIN1, VIN2 : vendez-la ou transférez-la d'abord"
+    )
     throttled = TooManyRequests("wait", code="transfer.rate_limited", retry_after_seconds=61)
     assert FormErrors.of(throttled).in_language("es").general == [
         "Demasiados códigos incorrectos; vuelva a intentarlo dentro de 2 minutos"

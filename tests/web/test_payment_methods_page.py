@@ -128,7 +128,7 @@ def test_a_token_the_provider_does_not_know_is_shown_on_the_form(
 ) -> None:
     response = add_card(client, "tok_0000000000000000")
     assert response.status_code == 422
-    assert "the card token is not valid" in text_of(response.text)
+    assert "Los datos de la tarjeta no son válidos" in text_of(response.text)  # a Spanish customer
     assert cards(db, customer) == []
 
 

@@ -58,16 +58,19 @@ def refusal_text(error: CaasError, language: str) -> str:
 
     Services speak English (their message is the API's); a page says the refusal with its own
     text for the error's code, `refusal.<code>` in the page strings, with the details filled
-    in: the minutes to wait for a throttled try (`refusal.<code>.one` when a minute or less is
-    left). A generic code (`invalid_input`) is told apart by its field:
-    `refusal.<code>.<field>`. A code no page text covers keeps the service's message.
+    in (lists as "A, B") and the minutes to wait for a throttled try (`refusal.<code>.one`
+    when a minute or less is left). A generic code (`invalid_input`) is told apart by its
+    field: `refusal.<code>.<field>`. A code no page text covers keeps the service's message.
     """
-    details = dict(error.extra)
+    details: dict[str, Any] = {
+        name: ", ".join(str(item) for item in value) if isinstance(value, list) else value
+        for name, value in error.extra.items()
+    }
     keys = []
     seconds = details.get("retry_after_seconds")
     if isinstance(seconds, int):
-        details["minutes"] = math.ceil(seconds / 60)
-        if details["minutes"] <= 1:
+        minutes = details["minutes"] = math.ceil(seconds / 60)
+        if minutes <= 1:
             keys.append(f"refusal.{error.code}.one")
     if error.field:
         keys.append(f"refusal.{error.code}.{error.field}")
