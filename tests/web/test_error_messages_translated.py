@@ -206,3 +206,10 @@ def test_a_code_without_a_page_text_keeps_the_services_message() -> None:
     assert FormErrors.of(throttled).in_language("es").general == [
         "Demasiados códigos incorrectos; vuelva a intentarlo dentro de 2 minutos"
     ]
+
+
+def test_a_text_naming_a_detail_the_refusal_lacks_keeps_the_services_message() -> None:
+    catalogs.install()
+    # The page's text says the minutes to wait; this refusal does not give them.
+    untimed = TooManyRequests("too many wrong codes", code="transfer.rate_limited")
+    assert refusal_text(untimed, "es") == "too many wrong codes"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -17,6 +18,8 @@ from starlette.datastructures import FormData
 from caas.core.errors import CaasError
 from caas.core.idempotency import once
 from caas.web.strings import lookup
+
+log = structlog.get_logger(__name__)
 
 
 async def _posted_form(request: Request) -> FormData:
@@ -78,7 +81,11 @@ def refusal_text(error: CaasError, language: str) -> str:
     for key in keys:
         text = lookup(language, key)
         if text is not None:
-            return text.format(**details)
+            try:
+                return text.format(**details)
+            except (KeyError, IndexError, ValueError):  # a text naming a detail not given
+                log.warning("page.refusal_text_unfilled", key=key, language=language)
+                return error.message
     return error.message
 
 
