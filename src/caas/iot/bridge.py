@@ -88,6 +88,8 @@ ASYNCHRONOUS_KINDS = frozenset({"report", "telemetry"})
 # serialization failure: a report dropped there would leave the car's purchase waiting for the
 # platform's re-send. (Telemetry is not: its sink keeps memory of the levels it has seen.)
 RETRIED_KINDS = frozenset({"report"})
+# Still queued when the bridge stops: not stored (see `Bridge.stop`).
+DROPPED_WHEN_STOPPING = frozenset({"status", "telemetry"})
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ class Bridge:
         self._client: aiomqtt.Client | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._stopping_now = False  # `stop` was called: what is queued drains (see `stop`)
 
     @classmethod
     def from_settings(
@@ -229,6 +232,13 @@ class Bridge:
             loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # What is queued is stored before the bridge stops, but for statuses and telemetry:
+        # a thousand cars going offline at once queue a thousand statuses, stored one by one
+        # for minutes after (into a database perhaps gone by then). Each car's status is
+        # retained, read again at the next connection, and telemetry is QoS 0, lost with any
+        # worker that dies; reports and events (QoS 1: configurations settled, metered use)
+        # are still stored.
+        self._stopping_now = True
         self._reports.shutdown(wait=True)
         self._ingest.shutdown(wait=True)
 
@@ -444,6 +454,10 @@ class Bridge:
 
         A batch stored is logged at debug level with the bridge's client id (host, process):
         with several workers sharing the stream, it tells which of them stored what."""
+
+        if self._stopping_now and kind in DROPPED_WHEN_STOPPING:
+            self._count(f"dropped.stopping.{kind}", len(item) if isinstance(item, list) else 1)
+            return
 
         def work(session: Session) -> Any:
             if kind in ASYNCHRONOUS_KINDS:
