@@ -45,7 +45,10 @@ def test_stopping_drops_the_queued_statuses_and_stores_the_queued_usage_events(
         report=lambda *_: None, telemetry=lambda *_: 0, events=stored_events, status=status
     )
     # Never started: the test hands it the messages as its network loop would.
-    bridge = Bridge(BrokerAddress("127.0.0.1", 1), committed.sessions, FixedClock(AT), sinks=sinks)
+    # Batches of one: each status queued on its own, as when they come slower than a batch.
+    bridge = Bridge(
+        BrokerAddress("127.0.0.1", 1), committed.sessions, FixedClock(AT), sinks=sinks, batch_size=1
+    )
     for vin in VINS:  # every car goes offline at once
         offline = Status(vin=vin, online=False, at=AT, session=1)
         bridge.dispatch(mqtt.status_topic(vin), mqtt.encode(offline))

@@ -11,8 +11,10 @@ asyncio loop in a thread of the worker:
   subscription gets no retained messages, and the platform wants every car's last status when
   it connects); the steps of software updates on the events topic go to `caas.releases` in
   the order they came, with status. Reports go to the database at once
-  (`caas.ota.service.record_report`): a car waits for nothing else. Telemetry and events are
-  stored in batches; status in order.
+  (`caas.ota.service.record_report`): a car waits for nothing else. Telemetry, events and
+  statuses are stored in batches (statuses before a software step that follows them), so a
+  thousand cars coming back at once after a broker restart cost a few transactions, not a
+  thousand one after the other ahead of every telemetry batch.
 
 The database is never touched on the loop's thread: the relay may hold a version's row while
 it waits here for the broker's acknowledgement, and the report of that very version must not
@@ -82,12 +84,13 @@ SUBSCRIPTIONS: tuple[tuple[str, int], ...] = (
 )
 # Telemetry waiting for the database beyond this many batches is dropped, not queued forever.
 MAX_BATCHES_IN_FLIGHT = 50
-# Stored without waiting for the disk: the broker has their acknowledgement already.
-ASYNCHRONOUS_KINDS = frozenset({"report", "telemetry"})
+# Stored without waiting for the disk: the broker has their acknowledgement already (and a
+# car's status is retained there: read again when a worker connects).
+ASYNCHRONOUS_KINDS = frozenset({"report", "telemetry", "status"})
 # Run again in a new transaction when PostgreSQL rolls theirs back for a deadlock or a
 # serialization failure: a report dropped there would leave the car's purchase waiting for the
 # platform's re-send. (Telemetry is not: its sink keeps memory of the levels it has seen.)
-RETRIED_KINDS = frozenset({"report"})
+RETRIED_KINDS = frozenset({"report", "status"})
 # Still queued when the bridge stops: not stored (see `Bridge.stop`).
 DROPPED_WHEN_STOPPING = frozenset({"status", "telemetry"})
 
@@ -197,6 +200,7 @@ class Bridge:
         self._in_flight = 0
         self._telemetry: list[Telemetry] = []
         self._events: list[UsageEvent] = []
+        self._statuses: list[Status] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: aiomqtt.Client | None = None
@@ -389,7 +393,8 @@ class Bridge:
         elif channel == mqtt.STATUS:
             status = self._decode(Status, vin, payload)
             if status is not None:
-                self._ingest.submit(self._store, "status", self.sinks.status, status)
+                self._statuses.append(status)
+                self._batched()
         elif channel == mqtt.TELEMETRY:
             if not self._throttle.allows(vin):
                 self._count("dropped.throttled")
@@ -402,6 +407,7 @@ class Bridge:
             event = self._decode_event(vin, payload)
             if isinstance(event, SoftwareStep):
                 if self.sinks.software is not None:  # in the order the car sent them
+                    self._submit_statuses()  # and after the statuses that came before it
                     self._ingest.submit(self._store, "software", self.sinks.software, event)
             elif event is not None:
                 self._events.append(event)
@@ -410,7 +416,7 @@ class Bridge:
             self._count("dropped.foreign_topic")
 
     def _batched(self) -> None:
-        if len(self._telemetry) + len(self._events) >= self.batch_size:
+        if len(self._telemetry) + len(self._events) + len(self._statuses) >= self.batch_size:
             self._flush()
         elif not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
@@ -418,6 +424,7 @@ class Bridge:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._submit_statuses()
         telemetry, self._telemetry = self._telemetry, []
         events, self._events = self._events, []
         if events:
@@ -442,6 +449,18 @@ class Bridge:
             self._ingest.submit(self._store, kind, sink, items).add_done_callback(done)
         except RuntimeError:  # shutting down
             self._in_flight -= 1
+
+    def _submit_statuses(self) -> None:
+        statuses, self._statuses = self._statuses, []
+        if statuses:
+            self._submit_batch("status", self._store_statuses, statuses)
+
+    def _store_statuses(self, session: Session, statuses: list[Status], now: datetime) -> int:
+        """Many cars' statuses in one transaction, taken in VIN order (another replica's batch
+        locks the same cars' rows in the same order); one car's keep the order they came in.
+        How many were news."""
+        ordered = sorted(statuses, key=lambda status: status.vin)
+        return sum(1 for status in ordered if self.sinks.status(session, status, now))
 
     def _landed(self) -> None:
         self._in_flight -= 1
