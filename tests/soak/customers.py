@@ -90,7 +90,13 @@ class Shopper:
         self.tally = tally
         self.random = random.Random(seed)
         self.payments_url = payments_url
-        self.sessions = [httpx.Client(base_url=platform_url, timeout=60) for _ in range(2)]
+        # An idle connection is dropped by the client after 2 s, before uvicorn closes it after
+        # its 5 s keep-alive: with both at 5 s a request could go out on a connection the server
+        # was closing at that moment, and come back as a connection reset (seen once in 1,707).
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        self.sessions = [
+            httpx.Client(base_url=platform_url, timeout=60, limits=limits) for _ in range(2)
+        ]
         self.card = ""
         self.declined_card = ""
 
