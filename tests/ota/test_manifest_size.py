@@ -23,7 +23,7 @@ from caas.iot import rules as broker_rules
 from caas.ota import pushes
 from caas.ota import service as ota
 from caas.ota.keys import SigningMaterial
-from caas.protocol.manifest import publish_packet_size
+from caas.protocol.manifest import encode_for_wire, publish_packet_size
 from caas.protocol.mqtt import desired_topic
 from caas.vehicles.models import PhoneKey, Vehicle
 from caas.worker import build_relay
@@ -76,7 +76,7 @@ def test_the_largest_legitimate_manifest_fits(tmp_path_factory: pytest.TempPathF
     published as before."""
     vin = "VCAAURA02TM000001"
     manifest = json.loads(_largest_manifest(vin, tmp_path_factory.mktemp("keys")))
-    size = ota.packet_size(vin, manifest)
+    size = ota.packet_size(vin, encode_for_wire(manifest))
     assert 150_000 < size < broker_rules.MAX_PACKET_SIZE
     assert ota.fits_in_a_packet(size)
 
@@ -109,7 +109,7 @@ def test_messages_that_alone_make_it_too_large_are_named_as_the_field_at_fault(
     first = versions(db, car)[1]
     # Room for the car's configuration as it is, not for a long text besides.
     monkeypatch.setattr(
-        broker_rules, "MAX_PACKET_SIZE", ota.packet_size(car.vin, first.manifest) + 200
+        broker_rules, "MAX_PACKET_SIZE", ota.packet_size(car.vin, ota.manifest_payload(first)) + 200
     )
     vehicle = db.get_one(Vehicle, car.vehicle_id)
 

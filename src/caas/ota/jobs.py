@@ -44,7 +44,7 @@ def publish_configuration(
     if publisher is None:
         raise RetryLater("this worker has no MQTT connection (CAAS_MQTT_URL is not set)")
     payload_bytes = service.manifest_payload(version)
-    size = service.packet_size(vin, version.manifest)
+    size = service.packet_size(vin, payload_bytes)
     if not service.fits_in_a_packet(size):
         # The broker would refuse it at every attempt: given up, not retried.
         service.publication_refused(session, version, size=size, now=clock.now())

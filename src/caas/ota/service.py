@@ -256,10 +256,10 @@ def request_configuration(
     return version
 
 
-def packet_size(vin: str, manifest: dict[str, Any]) -> int:
-    """The bytes of the MQTT packet that publishes `manifest` (a `SignedManifest` as JSON data)
-    on the car's desired topic."""
-    return publish_packet_size(desired_topic(vin), len(encode_for_wire(manifest)))
+def packet_size(vin: str, payload: bytes) -> int:
+    """The bytes of the MQTT packet that publishes `payload` (a manifest as `encode_for_wire`
+    or `manifest_payload` gives it) on the car's desired topic."""
+    return publish_packet_size(desired_topic(vin), len(payload))
 
 
 def fits_in_a_packet(size: int) -> bool:
@@ -275,7 +275,7 @@ def _refuse_what_does_not_fit(
     one packet: InvalidInput on `messages` when the caller's messages alone make the
     difference (a person's text), else ConfigurationTooLarge (the car's configuration itself,
     such as the catalog's parameters of its features, is too large)."""
-    size = packet_size(vehicle.vin, manifest)
+    size = packet_size(vehicle.vin, encode_for_wire(manifest))
     if fits_in_a_packet(size):
         return
     limit = broker_rules.MAX_PACKET_SIZE
@@ -283,7 +283,7 @@ def _refuse_what_does_not_fit(
     if messages:
         body = manifest["body"]
         without = {**manifest, "body": {**body, "messages": body["messages"][len(messages) :]}}
-        if fits_in_a_packet(packet_size(vehicle.vin, without)):
+        if fits_in_a_packet(packet_size(vehicle.vin, encode_for_wire(without))):
             raise InvalidInput(
                 f"these messages make the car's signed configuration {size} bytes, more "
                 f"than the {limit} bytes one MQTT message may carry: shorten them",
