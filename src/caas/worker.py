@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from caas.core.clock import Clock, SystemClock
-from caas.core.db import database_unreachable, libpq_url
+from caas.core.db import database_unreachable, listen_url
 from caas.core.outbox import Handler, OutboxListener, Relay
 from caas.core.settings import Settings
 
@@ -113,21 +113,10 @@ def build_worker(settings: Settings, sessions: sessionmaker[Session], clock: Clo
     return Worker(
         relay(handlers),
         threads=settings.worker_threads,
-        listener_url=_listener_url(settings, sessions),
+        listener_url=listen_url(sessions),
         bridge=bridge,
         express=relay(express, durable=False),
     )
-
-
-def _listener_url(settings: Settings, sessions: sessionmaker[Session]) -> str | None:
-    """Where the relay threads LISTEN: `CAAS_DATABASE_LISTEN_URL` when set (PostgreSQL itself,
-    past a PgBouncer in transaction mode that the pools go through), else the sessions'."""
-    listener = OutboxListener.for_sessions(sessions)
-    if listener is None:
-        return None
-    if settings.database_listen_url is not None:
-        return libpq_url(settings.database_listen_url)
-    return listener.url
 
 
 def _first_line(error: BaseException) -> str:

@@ -132,7 +132,9 @@ def worker_on_listen_url(
         database_url=committed.url,
         database_listen_url=_named(committed.url, listen_name),
     )
-    built = build_worker(settings, committed.sessions, SystemClock())
+    # The sessions as `caas worker` makes them from its settings (`Runtime.connect`).
+    sessions = make_session_factory(committed.engine, listen_url=settings.database_listen_url)
+    built = build_worker(settings, sessions, SystemClock())
     delivered: list[int] = []
     done = threading.Event()
 
