@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +10,7 @@ from sqlalchemy import select
 from caas.accounts import service as accounts
 from caas.accounts.models import User
 from caas.core.api import ClockDep, DbSession, SettingsDep, with_retry_after
-from caas.core.errors import CaasError, InvalidInput, NotAuthenticated, TooManyRequests
+from caas.core.errors import InvalidInput, NotAuthenticated, TooManyRequests
 from caas.core.history import Actor, record
 from caas.sales.models import Customer
 from caas.web.csrf import csrf_protect, renew_csrf_token
@@ -22,12 +21,11 @@ from caas.web.pages import (
     SignedIn,
     Viewer,
     flash,
-    language_of,
     render,
     safe_next,
     see_other,
 )
-from caas.web.strings import LANGUAGES, translate
+from caas.web.strings import LANGUAGES
 
 router = APIRouter(
     route_class=PageRoute, include_in_schema=False, dependencies=[Depends(csrf_protect)]
@@ -36,20 +34,6 @@ router = APIRouter(
 
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
-
-
-def _form_errors(request: Request, error: CaasError) -> FormErrors:
-    """The refusal as the form shows it; a throttled try is told in the page's language how
-    many minutes to wait (the service's own message is English)."""
-    seconds = error.extra.get("retry_after_seconds")
-    if not isinstance(error, TooManyRequests) or not isinstance(seconds, int):
-        return FormErrors.of(error)
-    minutes = math.ceil(seconds / 60)
-    key = "login.rate_limited_one" if minutes <= 1 else "login.rate_limited"
-    language = language_of(request, getattr(request.state, "user", None))
-    errors = FormErrors()
-    errors.add(None, translate(language, key, minutes=minutes))
-    return errors
 
 
 def _start_session(request: Request, user: User) -> None:
@@ -105,7 +89,7 @@ def login(
             "login.html",
             {
                 "values": values,
-                "errors": _form_errors(request, error),
+                "errors": FormErrors.of(error),
                 "rate_limited": status == 429,
             },
             status_code=status,
@@ -189,7 +173,7 @@ def activate(
         page = render(
             request,
             "activate.html",
-            {"values": values, "errors": _form_errors(request, error)},
+            {"values": values, "errors": FormErrors.of(error)},
             status_code=error.status,
         )
         return with_retry_after(page, error)
