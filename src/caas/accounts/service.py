@@ -27,6 +27,7 @@ from caas.core.errors import (
 )
 from caas.core.history import Actor, record
 from caas.core.settings import Settings
+from caas.core.throttle import seconds_until_allowed
 from caas.notifications.service import queue_email
 
 log = structlog.get_logger(__name__)
@@ -231,18 +232,15 @@ MAX_FAILURES_PER_IP = 20
 def _retry_after(
     session: Session, *, matching: ColumnElement[bool], limit: int, since: datetime
 ) -> int | None:
-    """Seconds until fewer than `limit` failures `matching` are left in the window (None while
-    fewer than `limit` are): when the `limit`-th newest of them leaves it."""
-    limit_th_newest = session.scalar(
-        select(LoginAttempt.at)
-        .where(matching, LoginAttempt.succeeded.is_(False), LoginAttempt.at > since)
-        .order_by(LoginAttempt.at.desc())
-        .offset(limit - 1)
-        .limit(1)
+    """Seconds until fewer than `limit` failed tries `matching` are left in the window (None
+    while fewer than `limit` are)."""
+    return seconds_until_allowed(
+        session,
+        at=LoginAttempt.at,
+        failures=matching & LoginAttempt.succeeded.is_(False),
+        limit=limit,
+        since=since,
     )
-    if limit_th_newest is None:
-        return None
-    return max(1, math.ceil((limit_th_newest - since).total_seconds()))
 
 
 def check_throttle(

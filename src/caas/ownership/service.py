@@ -37,6 +37,7 @@ from caas.core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from caas.core.history import Actor, HistoryEntry, record
 from caas.core.outbox import enqueue
 from caas.core.settings import Settings
+from caas.core.throttle import seconds_until_allowed
 from caas.iot.service import revoke_car_credentials
 from caas.notifications.service import notify_user
 from caas.ota import service as ota
@@ -224,17 +225,14 @@ def _seconds_until_allowed(
     session: Session, *, matching: ColumnElement[bool], since: datetime
 ) -> int | None:
     """Seconds until fewer than `rules.MAX_FAILED_CODES` wrong codes `matching` are left in the
-    window (None while fewer are): when the oldest of those counted leaves it."""
-    oldest_counted = session.scalar(
-        select(TransferCodeAttempt.at)
-        .where(matching, TransferCodeAttempt.succeeded.is_(False), TransferCodeAttempt.at > since)
-        .order_by(TransferCodeAttempt.at.desc())
-        .offset(rules.MAX_FAILED_CODES - 1)
-        .limit(1)
+    window (None while fewer are)."""
+    return seconds_until_allowed(
+        session,
+        at=TransferCodeAttempt.at,
+        failures=matching & TransferCodeAttempt.succeeded.is_(False),
+        limit=rules.MAX_FAILED_CODES,
+        since=since,
     )
-    if oldest_counted is None:
-        return None
-    return max(1, math.ceil((oldest_counted - since).total_seconds()))
 
 
 def _check_attempts(session: Session, *, user_id: int | None, vin: str, now: datetime) -> None:
