@@ -15,7 +15,7 @@ from caas.core.settings import Settings
 from caas.factory import service
 from caas.factory.client import FactoryClient, FactoryRejected, FactoryUnavailable
 from caas.iot import service as iot
-from caas.iot.broker import MQTT_PORT, MQTTS_PORT
+from caas.iot.broker import MQTT_PORT, MQTTS_PORT, TLS_SCHEMES
 from caas.ota import service as ota
 from caas.protocol.factory import EVENTS_PATH, CarProvisioning, FactoryOrderCreate
 from caas.protocol.manifest import public_key_b64
@@ -60,7 +60,7 @@ def car_broker_url(settings: Settings) -> str:
         raise RetryLater(f"CAAS_MQTT_URL has no host: {parsed.scheme}://...")
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     # The cars speak TLS to the broker when the platform does; the bundle knows two schemes.
-    if parsed.scheme in ("mqtts", "ssl"):
+    if parsed.scheme in TLS_SCHEMES:
         return f"mqtts://{host}:{parsed.port or MQTTS_PORT}"
     return f"mqtt://{host}:{parsed.port or MQTT_PORT}"
 

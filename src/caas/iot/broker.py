@@ -100,8 +100,8 @@ def role_acls(permissions: Permissions) -> list[dict[str, Any]]:
 
 MQTT_PORT = 1883
 MQTTS_PORT = 8883
-_PLAIN_SCHEMES = ("mqtt", "tcp")
-_TLS_SCHEMES = ("mqtts", "ssl")
+PLAIN_SCHEMES = ("mqtt", "tcp")
+TLS_SCHEMES = ("mqtts", "ssl")
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,9 @@ class BrokerAddress:
         """`mqtt://user:password@host:port` (credentials optional; port 1883 by default), or
         `mqtts://...` for TLS (port 8883 by default)."""
         parsed = urlparse(url)
-        if parsed.scheme not in _PLAIN_SCHEMES + _TLS_SCHEMES:
+        if parsed.scheme not in PLAIN_SCHEMES + TLS_SCHEMES:
             raise ValueError(f"an MQTT URL starts with mqtt:// or mqtts://, not {parsed.scheme}://")
-        tls = parsed.scheme in _TLS_SCHEMES
+        tls = parsed.scheme in TLS_SCHEMES
         return cls(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or (MQTTS_PORT if tls else MQTT_PORT),
